@@ -1,0 +1,1 @@
+"""The Flower ClientApp and the client runtime (partition loading, caching, device profile)."""
