@@ -1,0 +1,75 @@
+"""The fedsim ClientApp (Flower Message API): one app for every strategy, task and engine.
+
+``train`` loads the global model, runs the strategy's client half and replies with its
+(encoded) update; ``evaluate`` scores the global model on the client's local test split;
+``query`` tells the server which partition this node holds (for deterministic sampling).
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.runtime import local_data, model_for, round_seed
+from clients.setup import SETUP_KEY, parse_setup
+from fedsim.tasks.task import augmentation
+from fedsim.tasks.training import LocalBatches, evaluate, num_local_steps
+from strategies.client_half import LocalRound
+from strategies.registry import get_strategy
+
+torch.set_num_threads(1)
+
+app = ClientApp()
+
+
+def _partition_id(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Report this node's partition id."""
+    info = ConfigRecord({"partition-id": _partition_id(context)})
+    return Message(RecordDict({"node": info}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training with the strategy's client half."""
+    config = msg.content["config"]
+    setup = parse_setup(str(config[SETUP_KEY]))
+    server_round = int(config["server-round"])
+    pid = _partition_id(context)
+    train_data, _ = local_data(setup, pid)
+    model = model_for(setup)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    t = setup.train
+    batches = LocalBatches(train_data, t.batch_size, t.batch_sampling,
+                           round_seed(setup.seed, pid, server_round, 0),
+                           augmentation(setup.task))
+    steps = num_local_steps(len(train_data), t.batch_size, t.local_steps, t.local_epochs)
+    params = {k: v for k, v in setup.strategy.items() if k != "name"}
+    algorithm = get_strategy(setup.strategy["name"]).build_client(params)
+    update = algorithm.train(LocalRound(
+        model=model, batches=batches, steps=steps, train=t, params=params, content=msg.content,
+        state=context.state, server_round=server_round, partition_id=pid,
+        noise_seed=round_seed(setup.seed, pid, server_round, 1)))
+    metrics = {k: float(v) for k, v in update.metrics.items()}
+    metrics["num-examples"] = len(train_data)
+    content = RecordDict({"arrays": update.arrays, "metrics": MetricRecord(metrics),
+                          **update.extra})
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_fn(msg: Message, context: Context) -> Message:
+    """Loss and accuracy of the global model on this client's local test split."""
+    setup = parse_setup(str(msg.content["config"][SETUP_KEY]))
+    _, test_data = local_data(setup, _partition_id(context))
+    model = model_for(setup)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    loss, acc = evaluate(model, test_data)
+    metrics = MetricRecord({"eval-loss": loss, "eval-accuracy": acc,
+                            "num-examples": len(test_data)})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

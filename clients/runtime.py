@@ -1,0 +1,35 @@
+"""Client runtime: per-process caches of partitions and models, and per-round seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from fedsim.config.build import to_dict
+from fedsim.tasks.arrays import ArrayDataset
+from fedsim.tasks.task import client_split, new_model
+
+_DATA: dict[tuple, tuple[ArrayDataset, ArrayDataset]] = {}
+_MODELS: dict[tuple, nn.Module] = {}
+
+
+def local_data(setup, partition_id: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """This client's (train, local test) split, loaded once per process and partition."""
+    key = (tuple(sorted(to_dict(setup.task).items())), setup.seed, partition_id)
+    if key not in _DATA:
+        _DATA[key] = client_split(setup.task, setup.seed, partition_id)
+    return _DATA[key]
+
+
+def model_for(setup) -> nn.Module:
+    """A reusable model instance for the task (its parameters are overwritten every round)."""
+    key = (setup.task.model, setup.task.dataset)
+    if key not in _MODELS:
+        _MODELS[key] = new_model(setup.task)
+    return _MODELS[key]
+
+
+def round_seed(seed: int, partition_id: int, server_round: int, stream: int) -> int:
+    """A 63-bit seed for one client, round and purpose (0: batches, 1: noise)."""
+    state = np.random.SeedSequence([seed, partition_id, server_round, stream]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)

@@ -1,0 +1,150 @@
+"""The ``fedsim`` command line: run, compare and list experiments.
+
+    fedsim run CONFIG [--set key=value ...] [--engine ENGINE] [--out DIR]
+    fedsim compare RUN_DIR... [--out DIR]
+    fedsim list
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from fedsim.config import ConfigError, load_config, save_config
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+EXIT_USAGE = 2
+
+
+def _quiet_logs() -> None:
+    """Keep Flower's per-round INFO lines out of the progress bar."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    for name in ("flwr", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def new_run_dir(out: str | None, parent: str, name: str) -> Path:
+    """The results folder of a new run; never an existing non-empty folder."""
+    if out:
+        run_dir = Path(out)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError("--out", out, "a new or empty folder (it holds another run's "
+                              "results; choose another --out)")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(parent) / f"{name}-{stamp}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = Path(parent) / f"{name}-{stamp}-{suffix}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedsim.engine import run_engine
+    from fedsim.progress import RoundProgress
+    from fedsim.results.writer import CONFIG_FILE, SUMMARY_FILE
+
+    cfg = load_config(args.config, args.set)
+    run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name)
+    config_path = (run_dir / CONFIG_FILE).resolve()
+    save_config(cfg, config_path)
+    print(f"fedsim: {cfg.name}: {cfg.strategy_name} on {cfg.task.dataset} "
+          f"({cfg.task.num_clients} clients, {cfg.train.rounds} rounds, engine {args.engine})"
+          f"\nresults: {run_dir}", file=sys.stderr)
+    _quiet_logs()
+    progress = RoundProgress(run_dir, cfg.train.rounds).start()
+    try:
+        run_engine(args.engine, cfg, config_path, run_dir)
+    except KeyboardInterrupt:
+        progress.stop()
+        print(f"fedsim: interrupted; the rounds finished so far are in {run_dir}",
+              file=sys.stderr)
+        return 130
+    finally:
+        progress.stop()
+    summary_path = run_dir / SUMMARY_FILE
+    if summary_path.exists():
+        import json
+
+        s = json.loads(summary_path.read_text())
+        acc = s.get("final_accuracy")
+        print(f"fedsim: done in {s.get('wall_seconds') or 0:.1f} s; final accuracy "
+              f"{acc if acc is None else f'{acc:.4f}'}; rounds to "
+              f"{s['target_accuracy']:.0%}: {s.get('rounds_to_target')}", file=sys.stderr)
+    print(run_dir)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fedsim.results.compare import compare_runs
+
+    run_dirs = [Path(d) for d in args.runs]
+    for d in run_dirs:
+        if not (d / "metrics.jsonl").exists():
+            raise ConfigError("RUN_DIR", str(d), "a fedsim results folder (with metrics.jsonl)")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("results") / f"compare-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    print(compare_runs(run_dirs, out))
+    print(f"plots: {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from fedsim.config.schema import DATASETS, MODELS, PARTITIONERS
+    from fedsim.engine import ENGINES
+    from strategies.registry import get_strategy, strategy_names
+
+    print("strategies:")
+    for name in strategy_names():
+        print(f"  {name:<14} {get_strategy(name).summary}")
+    print("datasets:    " + ", ".join(DATASETS))
+    print("models:      " + ", ".join(MODELS))
+    print("partitioners: " + ", ".join(PARTITIONERS))
+    print("engines:     " + ", ".join(ENGINES))
+    print("configs:")
+    for path in sorted(CONFIGS_DIR.glob("*.toml")):
+        print(f"  {path.relative_to(CONFIGS_DIR.parent)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fedsim.engine import DEFAULT_ENGINE, ENGINES
+
+    parser = argparse.ArgumentParser(prog="fedsim", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a federated experiment from a TOML config")
+    run.add_argument("config", help="experiment file, e.g. configs/quickstart.toml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set train.rounds=50 (repeatable)")
+    run.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                     help=f"what carries the messages (default: {DEFAULT_ENGINE})")
+    run.add_argument("--out", help="results folder (default: OUTPUT_DIR/NAME-TIMESTAMP)")
+    run.set_defaults(func=cmd_run)
+    cmp = sub.add_parser("compare", help="overlay the plots and tabulate several runs")
+    cmp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--out", help="folder for the plots and comparison.md")
+    cmp.set_defaults(func=cmd_compare)
+    lst = sub.add_parser("list", help="strategies, tasks, engines and ready-made configs")
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"fedsim: config error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Checks that involve more than one field (each failure names the field to change)."""
+
+from __future__ import annotations
+
+from fedsim.config.errors import ConfigError
+from fedsim.config.schema import ExperimentConfig
+
+# Input shape each model needs: name -> datasets it can be trained on.
+MODEL_DATASETS: dict[str, tuple[str, ...]] = {
+    "logreg": ("digits", "mnist", "fashion-mnist", "cifar10", "femnist"),
+    "mlp": ("digits", "mnist", "fashion-mnist", "cifar10", "femnist"),
+    "digits-cnn": ("digits",),
+    "cnn": ("mnist", "fashion-mnist", "femnist"),
+    "resnet20": ("cifar10",),
+}
+
+# Training-pool sizes of the datasets (digits: after the central hold-out at the default 0.2).
+POOL_SIZES: dict[str, int] = {"digits": 1797, "mnist": 60_000, "fashion-mnist": 60_000,
+                              "cifar10": 50_000}
+
+
+def check_consistency(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError for settings that are valid alone but not together."""
+    task, train, ev = cfg.task, cfg.train, cfg.eval
+    if train.clients_per_round > task.num_clients:
+        raise ConfigError("train.clients_per_round", train.clients_per_round,
+                          f"at most task.num_clients = {task.num_clients}")
+    if ev.federated_clients > task.num_clients:
+        raise ConfigError("eval.federated_clients", ev.federated_clients,
+                          f"at most task.num_clients = {task.num_clients}")
+    if train.local_steps == 0 and train.local_epochs == 0:
+        raise ConfigError("train.local_steps", 0,
+                          "local_steps or local_epochs must be at least 1")
+    if task.dataset not in MODEL_DATASETS[task.model]:
+        raise ConfigError("task.model", task.model,
+                          f"cannot train on {task.dataset!r}; models for {task.dataset!r}: "
+                          + ", ".join(m for m, ds in MODEL_DATASETS.items() if task.dataset in ds))
+    if task.partitioner == "natural" and task.dataset != "femnist":
+        raise ConfigError("task.partitioner", "natural",
+                          "the natural (writer) split exists only for dataset 'femnist'")
+    if task.dataset == "femnist" and task.partitioner != "natural":
+        raise ConfigError("task.partitioner", task.partitioner,
+                          "'natural' for femnist (clients are writers; later writers form the "
+                          "central test set)")
+    pool = POOL_SIZES.get(task.dataset)
+    if pool is not None:
+        if task.dataset == "digits":
+            pool = int(pool * (1 - task.central_test_fraction))
+        if task.num_clients > pool:
+            raise ConfigError("task.num_clients", task.num_clients,
+                              f"at most {pool}, the size of the {task.dataset} training pool")
+        if task.partitioner == "dirichlet" and task.num_clients * task.min_partition_size > pool:
+            raise ConfigError("task.min_partition_size", task.min_partition_size,
+                              f"at most {pool // task.num_clients} so that {task.num_clients} "
+                              f"clients fit in {pool} examples")
+        if task.partitioner == "shard" and task.num_clients * task.shards_per_client > pool:
+            raise ConfigError("task.shards_per_client", task.shards_per_client,
+                              f"at most {pool // task.num_clients} for {task.num_clients} "
+                              f"clients on {pool} examples")
+    if task.partitioner == "pathological" and task.classes_per_client > 10:
+        raise ConfigError("task.classes_per_client", task.classes_per_client,
+                          "at most 10, the number of classes")

@@ -1,0 +1,97 @@
+"""Read an experiment file, apply ``--set`` overrides, validate everything, and save the result."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fedsim.config.build import build_dataclass, to_dict
+from fedsim.config.checks import check_consistency
+from fedsim.config.errors import ConfigError
+from fedsim.config.schema import ExperimentConfig
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse one ``section.key=value`` override; the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise ConfigError("--set", text, "expected KEY=VALUE, for example train.rounds=50")
+    key, raw = text.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError("--set", text, "expected KEY=VALUE with a dotted key such as task.alpha")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``--set`` override applied."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(path[: i + 1]), child, "is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning file and syntax problems into ConfigError."""
+    if not path.exists():
+        raise ConfigError("config", str(path), "file not found")
+    if path.is_dir():
+        raise ConfigError("config", str(path), "is a folder; expected a .toml file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("config", str(path), f"not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", str(path), "not a text file") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate a plain dict and build the experiment config (field checks + consistency)."""
+    data = copy.deepcopy(data)
+    strategy = data.get("strategy", {"name": "fedavg"})
+    if isinstance(strategy, str):
+        data["strategy"] = {"name": strategy}
+    cfg = build_dataclass(ExperimentConfig, data)
+    cfg.strategy = resolve_strategy_params(cfg.strategy)
+    check_consistency(cfg)
+    return cfg
+
+
+def resolve_strategy_params(strategy: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``[strategy]`` with the named strategy's parameter class and fill its defaults."""
+    from strategies.registry import get_strategy, strategy_names
+
+    name = strategy.get("name", "fedavg")
+    if not isinstance(name, str) or name not in strategy_names():
+        raise ConfigError("strategy.name", name, "one of " + ", ".join(strategy_names()))
+    spec = get_strategy(name)
+    params = {k: v for k, v in strategy.items() if k != "name"}
+    built = build_dataclass(spec.params_cls, params, "strategy.")
+    spec.check(built)
+    return {"name": name, **to_dict(built)}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load, override and validate an experiment file."""
+    data = read_toml(Path(path))
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data)
+
+
+def save_config(cfg: ExperimentConfig, path: Path) -> None:
+    """Write the resolved config as TOML (every default made explicit)."""
+    path.write_text(tomli_w.dumps(to_dict(cfg)))

@@ -1,0 +1,101 @@
+"""The experiment schema: every setting of a run, its default, its doc and its allowed values.
+
+An experiment file is TOML with the sections below; ``fedsim run CONFIG --set section.key=value``
+overrides any of them. Strategy hyperparameters live in ``[strategy]`` beside ``name`` and are
+validated by the chosen strategy's own parameter class (see ``strategies/registry.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedsim.config.fields import setting
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "femnist")
+MODELS = ("logreg", "mlp", "digits-cnn", "cnn", "resnet20")
+PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "natural")
+
+
+@dataclass
+class TaskConfig:
+    """What is learned and how the data is split across clients."""
+
+    dataset: str = setting("digits", "dataset; digits is bundled with scikit-learn (offline)",
+                           choices=DATASETS)
+    model: str = setting("logreg", "model architecture", choices=MODELS)
+    num_clients: int = setting(10, "number of clients (partitions)", low=1, high=100_000)
+    partitioner: str = setting("dirichlet", "how the training pool is split across clients",
+                               choices=PARTITIONERS)
+    alpha: float = setting(0.5, "Dirichlet concentration (smaller = more label skew)",
+                           low=0.0, low_open=True)
+    shards_per_client: int = setting(2, "shards per client for the shard partitioner", low=1)
+    classes_per_client: int = setting(2, "classes per client for the pathological partitioner",
+                                      low=1)
+    min_partition_size: int = setting(10, "Dirichlet resamples until every client has this many",
+                                      low=0)
+    local_test_fraction: float = setting(0.2, "share of each client's data kept for federated "
+                                         "evaluation", low=0.0, high=0.9)
+    central_test_fraction: float = setting(0.2, "share of a dataset without a test split held out"
+                                           " for central evaluation", low=0.0, low_open=True,
+                                           high=0.9)
+
+
+@dataclass
+class TrainConfig:
+    """Rounds, participation and the clients' local optimisation."""
+
+    rounds: int = setting(20, "number of federated rounds", low=1, high=1_000_000)
+    clients_per_round: int = setting(10, "clients sampled for training each round", low=1)
+    local_steps: int = setting(0, "local optimisation steps per round (0: use local_epochs)",
+                               low=0)
+    local_epochs: int = setting(1, "local epochs per round when local_steps is 0", low=0)
+    batch_size: int = setting(32, "local batch size", low=1)
+    batch_sampling: str = setting("shuffle", "shuffle: epochs over a shuffled partition; "
+                                  "replacement: draw every batch with replacement",
+                                  choices=("shuffle", "replacement"))
+    lr: float = setting(0.1, "client learning rate", low=0.0, low_open=True)
+    momentum: float = setting(0.0, "client SGD momentum", low=0.0, high=0.999)
+    weight_decay: float = setting(0.0, "client weight decay", low=0.0)
+
+
+@dataclass
+class EvalConfig:
+    """When and where the global model is evaluated."""
+
+    central_every: int = setting(1, "central evaluation every k rounds (0: only at the end)",
+                                 low=0)
+    federated_every: int = setting(0, "federated evaluation every k rounds (0: never)", low=0)
+    federated_clients: int = setting(0, "clients asked to evaluate (0: all clients)", low=0)
+    target_accuracy: float = setting(0.9, "accuracy target for rounds-to-target and "
+                                     "uplink-to-target", low=0.0, high=1.0)
+
+
+@dataclass
+class OutputConfig:
+    """Where results go."""
+
+    dir: str = setting("results", "parent folder of the run's results folder")
+    plots: bool = setting(True, "write PNG plots at the end of the run")
+
+
+@dataclass
+class ExperimentConfig:
+    """One federated experiment: the whole resolved configuration of a run."""
+
+    name: str = setting("experiment", "run name (used for the results folder)")
+    seed: int = setting(0, "one seed for partitioning, sampling, initialisation, batches, noise",
+                        low=0)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    strategy: dict[str, Any] = field(default_factory=lambda: {"name": "fedavg"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def strategy_name(self) -> str:
+        return str(self.strategy["name"])
+
+    @property
+    def strategy_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.strategy.items() if k != "name"}

@@ -1,0 +1,41 @@
+"""Engines carry the ServerApp's messages to the ClientApps; the apps never know which one.
+
+- ``inprocess``: the ClientApp called in this process (no Ray; small runs and tests);
+- ``flower``: Flower's own simulation engine through ``flwr run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context, RecordDict
+
+from fedsim.config.schema import ExperimentConfig
+
+ENGINES = ("inprocess", "flower")
+DEFAULT_ENGINE = "inprocess"
+
+
+def run_inprocess(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
+    """Run the ServerApp in this process over an :class:`InProcessGrid`."""
+    from clients.client_app import app as client_app
+    from fedsim.engine.inprocess import SUPERLINK_NODE_ID, InProcessGrid
+    from fedsim.server_app import app as server_app
+
+    run_config = {"config-path": str(config_path)}
+    grid = InProcessGrid(client_app, cfg.task.num_clients, run_config, seed=cfg.seed)
+    context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                      state=RecordDict(), run_config=run_config)
+    server_app(grid, context)
+
+
+def run_engine(name: str, cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
+    """Run the experiment whose resolved config is at ``config_path`` on engine ``name``."""
+    if name == "inprocess":
+        run_inprocess(cfg, config_path, run_dir)
+    elif name == "flower":
+        from fedsim.engine.flower_sim import run_flower
+
+        run_flower(cfg, config_path, run_dir)
+    else:
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")

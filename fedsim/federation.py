@@ -1,0 +1,144 @@
+"""The round loop of a fedsim run: what the ServerApp does, identically under every engine.
+
+Per round: the strategy configures training, the Grid carries the messages, the meter measures
+both directions, the strategy aggregates, then federated and central evaluation when due, and
+one record is appended to metrics.jsonl. Written out (rather than ``Strategy.start``) for the
+evaluation cadence, per-round records and metering; the strategy only sees its usual hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from clients.setup import SETUP_KEY, ClientSetup
+from fedsim.config.schema import ExperimentConfig
+from fedsim.results.plots import plot_runs
+from fedsim.results.summary import summarize
+from fedsim.results.writer import ResultsWriter, read_metrics
+from fedsim.tasks.task import central_test, initial_arrays, new_model
+from fedsim.tasks.training import evaluate
+from strategies.registry import Sampling, get_strategy
+
+log = logging.getLogger("fedsim")
+
+
+class RoundMeter(Protocol):
+    """Measures the messages of a round in both directions (see ``fedsim/comm``)."""
+
+    def downlink(self, messages: list[Message]) -> None: ...
+
+    def uplink(self, replies: list[Message]) -> None: ...
+
+    def end_round(self) -> dict[str, Any]: ...
+
+
+def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0) -> dict[int, int]:
+    """Ask every node which partition it holds (one ``query`` round); wait for ``expected``."""
+    deadline = time.monotonic() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(node_ids)} of {expected} clients connected "
+                               f"within {timeout:.0f} s")
+        time.sleep(0.5)
+    question = RecordDict({"q": ConfigRecord({"ask": "partition-id"})})
+    messages = [Message(question, dst_node_id=n, message_type=MessageType.QUERY)
+                for n in node_ids]
+    mapping = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if not reply.has_error():
+            mapping[reply.metadata.src_node_id] = int(reply.content["node"]["partition-id"])
+    if not mapping:
+        raise RuntimeError("no client answered the partition query")
+    return mapping
+
+
+class CentralEvaluator:
+    """Evaluates the global arrays on the held-out central test set."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.model = new_model(cfg.task)
+        self.data = central_test(cfg.task, cfg.seed)
+
+    def __call__(self, arrays: ArrayRecord) -> dict[str, float]:
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        loss, acc = evaluate(self.model, self.data)
+        return {"central_loss": loss, "central_accuracy": acc}
+
+
+def _due(every: int, server_round: int, last: int) -> bool:
+    return server_round == last or (every > 0 and server_round % every == 0)
+
+
+def _metric_values(record: Any, prefix: str) -> dict[str, float]:
+    if record is None:
+        return {}
+    names = {k: k.removeprefix("train-").removeprefix("eval-") for k in record}
+    return {f"{prefix}{names[k].replace('-', '_')}": v for k, v in record.items()
+            if k != "num-examples"}
+
+
+def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
+                   meter: RoundMeter | None = None) -> dict[str, Any]:
+    """Run all rounds of ``cfg`` over ``grid``, writing the results folder ``run_dir``."""
+    start = time.monotonic()
+    random.seed(cfg.seed)  # Flower's samplers draw from the global `random`
+    spec = get_strategy(cfg.strategy_name)
+    params = spec.params_cls(**cfg.strategy_params)
+    n = cfg.task.num_clients
+    fed_clients = (cfg.eval.federated_clients or n) if cfg.eval.federated_every else 0
+    strategy = spec.build_server(params, Sampling(n, cfg.train.clients_per_round, fed_clients))
+    strategy.bind_nodes(discover_partitions(grid, n), cfg.seed)
+
+    setup = ClientSetup.from_experiment(cfg).to_json()
+    evaluator = CentralEvaluator(cfg)
+    arrays = initial_arrays(cfg.task, cfg.seed)
+    writer = ResultsWriter(run_dir)
+    try:
+        writer.write_round({"round": 0, **evaluator(arrays), "wall_seconds": 0.0})
+        for rnd in range(1, cfg.train.rounds + 1):
+            t_round = time.monotonic()
+            record: dict[str, Any] = {"round": rnd}
+            messages = list(strategy.configure_train(
+                rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))
+            if meter:
+                meter.downlink(messages)
+            replies = list(grid.send_and_receive(messages))
+            if meter:
+                meter.uplink(replies)
+            new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+            if new_arrays is not None:
+                arrays = new_arrays
+            record.update(_metric_values(train_metrics, "train_"))
+            record.update(strategy.round_report)
+            if meter:
+                record.update(meter.end_round())
+            if fed_clients and _due(cfg.eval.federated_every, rnd, cfg.train.rounds):
+                eval_messages = list(strategy.configure_evaluate(
+                    rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))
+                eval_metrics = strategy.aggregate_evaluate(
+                    rnd, grid.send_and_receive(eval_messages))
+                record.update(_metric_values(eval_metrics, "federated_"))
+                record["evaluate_failures"] = strategy.round_report.get("evaluate_failures", 0)
+            if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
+                record.update(evaluator(arrays))
+            record["round_seconds"] = time.monotonic() - t_round
+            record["wall_seconds"] = time.monotonic() - start
+            writer.write_round(record)
+    finally:
+        writer.close()
+    rows = read_metrics(run_dir)
+    summary = {"name": cfg.name, "strategy": cfg.strategy_name, "dataset": cfg.task.dataset,
+               "model": cfg.task.model, "num_clients": n,
+               "num_params": sum(a.numpy().size for a in arrays.values()),
+               **summarize(rows, cfg.eval.target_accuracy)}
+    writer.write_summary(summary)
+    if cfg.output.plots:
+        plot_runs({cfg.name: rows}, run_dir, cfg.eval.target_accuracy)
+    return summary

@@ -1,0 +1,1 @@
+"""Tasks: datasets and their federated partitions, models, and the local training step."""

@@ -1,0 +1,104 @@
+"""Model architectures, built by name for a dataset's input shape and class count."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression on flattened inputs."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+def mlp(in_features: int, num_classes: int, hidden: int = 200) -> nn.Module:
+    """Two-layer perceptron (hidden ReLU layer)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
+def digits_cnn(num_classes: int = 10) -> nn.Module:
+    """Small CNN for 8x8 digits (38,282 parameters; reference/grid-on-ray.md §1)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+def fedlion_cnn(num_classes: int = 10) -> nn.Module:
+    """The FedLion paper's EMNIST CNN for 28x28 inputs (algorithms.md §1c).
+
+    conv(1->16, k8, s2, p3) -> maxpool(2, s1) -> conv(16->32, k4, s2) -> maxpool(2, s1)
+    -> fc(512->32) -> fc(32->classes), ReLU activations.
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 8, stride=2, padding=3), nn.ReLU(), nn.MaxPool2d(2, stride=1),
+        nn.Conv2d(16, 32, 4, stride=2), nn.ReLU(), nn.MaxPool2d(2, stride=1),
+        nn.Flatten(), nn.Linear(512, 32), nn.ReLU(), nn.Linear(32, num_classes),
+    )
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block with GroupNorm (groups = channels / 4)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(c_out // 4, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(c_out // 4, c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.GroupNorm(c_out // 4, c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet20GN(nn.Module):
+    """ResNet-20 for 32x32 CIFAR-10 with every BatchNorm replaced by GroupNorm (§1c)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.GroupNorm(4, 16),
+                                  nn.ReLU())
+        layers: list[nn.Module] = []
+        c_in = 16
+        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                layers.append(_BasicBlock(c_in, c_out, stride if i == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(self.stem(x))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Instantiate model ``name`` for inputs of ``input_shape`` (C, H, W)."""
+    c, h, w = input_shape
+    if name == "logreg":
+        return LogisticRegression(c * h * w, num_classes)
+    if name == "mlp":
+        return mlp(c * h * w, num_classes)
+    if name == "digits-cnn":
+        return digits_cnn(num_classes)
+    if name == "cnn":
+        return fedlion_cnn(num_classes)
+    if name == "resnet20":
+        return ResNet20GN(num_classes)
+    raise ValueError(f"unknown model {name!r}")

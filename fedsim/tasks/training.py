@@ -1,0 +1,103 @@
+"""The local training step shared by the client halves: batches, loss, SGD, evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsim.tasks.arrays import ArrayDataset
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def batch_indices(n: int, batch_size: int, mode: str, rng: np.random.Generator) -> Iterator[
+        np.ndarray]:
+    """Endless stream of index batches over ``n`` examples.
+
+    ``shuffle``: successive epochs over a fresh permutation (the FedLion EMNIST code);
+    ``replacement``: every batch drawn uniformly with replacement (its CIFAR-10 code).
+    The batch size is ``min(batch_size, n)``.
+    """
+    b = min(batch_size, n)
+    if mode == "replacement":
+        while True:
+            yield rng.integers(0, n, size=b)
+    while True:
+        perm = rng.permutation(n)
+        for start in range(0, n - b + 1, b):
+            yield perm[start:start + b]
+
+
+def num_local_steps(n: int, batch_size: int, local_steps: int, local_epochs: int) -> int:
+    """E: explicit ``local_steps``, else ``local_epochs`` full passes of ``ceil(n / B)`` steps."""
+    if local_steps > 0:
+        return local_steps
+    return local_epochs * max(1, math.ceil(n / max(1, min(batch_size, n))))
+
+
+def random_crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """CIFAR-10 augmentation: random crop with ``pad`` zero-padding and a horizontal flip."""
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    flip = torch.rand(n, generator=g) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+class LocalBatches:
+    """Batches of one client's training data as tensors, in a seeded order."""
+
+    def __init__(self, data: ArrayDataset, batch_size: int, mode: str, seed: int,
+                 augment: Augment | None = None) -> None:
+        self.x = torch.from_numpy(data.x)
+        self.y = torch.from_numpy(data.y)
+        self.augment = augment
+        self.torch_gen = torch.Generator().manual_seed(seed)
+        self._indices = batch_indices(len(data), batch_size, mode, np.random.default_rng(seed))
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(next(self._indices))
+        xb = self.x[idx]
+        if self.augment is not None:
+            xb = self.augment(xb, self.torch_gen)
+        return xb, self.y[idx]
+
+
+def sgd_steps(model: nn.Module, batches: LocalBatches, steps: int, lr: float,
+              momentum: float = 0.0, weight_decay: float = 0.0) -> float:
+    """Run ``steps`` SGD steps on cross-entropy; return the mean training loss."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                          weight_decay=weight_decay)
+    total = 0.0
+    for _ in range(steps):
+        xb, yb = batches.next()
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach())
+    return total / max(1, steps)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 2048) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``data``."""
+    model.eval()
+    if len(data) == 0:
+        return float("nan"), float("nan")
+    loss_sum, correct = 0.0, 0
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    for start in range(0, len(data), batch_size):
+        logits = model(x[start:start + batch_size])
+        yb = y[start:start + batch_size]
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    return loss_sum / len(data), correct / len(data)

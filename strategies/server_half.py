@@ -1,0 +1,101 @@
+"""Plumbing every fedsim strategy shares on the server, written once.
+
+:class:`FedsimStrategyMixin` goes before a Flower strategy in the MRO
+(``class FedAvgStrategy(FedsimStrategyMixin, flwr FedAvg)``) and adds, without touching the
+algorithm:
+
+- deterministic client sampling: Flower samples node ids with Python's global ``random``, and
+  node ids are random per run, so the mixin re-draws the same number of clients by
+  *partition id* from a generator seeded with (seed, round, phase);
+- replies in partition order before aggregation (sums in a fixed order: bit-identical runs);
+- reply screening: error replies and replies that ``reject_reason`` refuses (malformed
+  payloads) are dropped and counted in ``round_report``; the round continues with the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+
+class FedsimStrategyMixin:
+    """Deterministic sampling, ordered replies and reply screening for a Flower strategy."""
+
+    seed: int = 0
+    node_partitions: dict[int, int]
+    round_report: dict[str, float]
+    rejections: list[dict[str, Any]]
+
+    def bind_nodes(self, node_partitions: dict[int, int], seed: int) -> None:
+        """Tell the strategy which partition each node holds (learned by a query round)."""
+        self.node_partitions = dict(node_partitions)
+        self.seed = seed
+        self.round_report = {}
+        self.rejections = []
+
+    # ----------------------------------------------------------------------------- sampling
+    def _pick_nodes(self, count: int, phase: int) -> list[int]:
+        available = set(self._grid.get_node_ids())
+        by_partition = sorted((p, n) for n, p in self.node_partitions.items() if n in available)
+        count = min(count, len(by_partition))
+        rng = np.random.default_rng([self.seed, self._round, phase])
+        chosen = np.sort(rng.choice(len(by_partition), size=count, replace=False))
+        return [by_partition[i][1] for i in chosen]
+
+    def _construct_messages(self, record: RecordDict, node_ids: list[int],
+                            message_type: str) -> Iterable[Message]:
+        if getattr(self, "node_partitions", None):
+            phase = 0 if message_type.startswith("train") else 1
+            node_ids = self._pick_nodes(len(node_ids), phase)
+        return super()._construct_messages(record, node_ids, message_type)  # type: ignore[misc]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._round, self._grid = server_round, grid
+        self.round_report, self.rejections = {}, []
+        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        self._round, self._grid = server_round, grid
+        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore
+
+    # ------------------------------------------------------------------------------ replies
+    def partition_of(self, msg: Message) -> int:
+        return self.node_partitions.get(msg.metadata.src_node_id, -1) if getattr(
+            self, "node_partitions", None) else -1
+
+    def reject_reason(self, msg: Message) -> str | None:
+        """Why a reply must not be aggregated (None: it is fine). Strategies extend this."""
+        return None
+
+    def screen_replies(self, replies: Iterable[Message], phase: str) -> list[Message]:
+        """Ordered, well-formed replies; failures and rejections are counted per phase."""
+        kept: list[Message] = []
+        failed = rejected = 0
+        for msg in sorted(replies, key=self.partition_of):
+            if msg.has_error():
+                failed += 1
+            elif (reason := self.reject_reason(msg)) is not None:
+                rejected += 1
+                self.rejections.append({"round": self._round, "phase": phase,
+                                        "partition": self.partition_of(msg), "reason": reason})
+            else:
+                kept.append(msg)
+        self.round_report[f"{phase}_failures"] = failed
+        self.round_report[f"{phase}_rejected"] = rejected
+        self.round_report[f"{phase}_replies"] = len(kept)
+        return kept
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
+            ArrayRecord | None, MetricRecord | None]:
+        kept = self.screen_replies(replies, "train")
+        return super().aggregate_train(server_round, kept)  # type: ignore[misc]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
+        kept = self.screen_replies(replies, "evaluate")
+        return super().aggregate_evaluate(server_round, kept)  # type: ignore[misc]
