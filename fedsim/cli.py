@@ -50,7 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.progress import RoundProgress
     from fedsim.results.writer import CONFIG_FILE, SUMMARY_FILE
 
+    from fedsim.tasks.task import preflight
+
     cfg = load_config(args.config, args.set)
+    preflight(cfg.task, cfg.seed)
     run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name)
     config_path = (run_dir / CONFIG_FILE).resolve()
     save_config(cfg, config_path)

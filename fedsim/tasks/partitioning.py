@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from fedsim.config.errors import ConfigError
 from fedsim.config.schema import TaskConfig
 
 
@@ -53,5 +56,15 @@ def partition_indices(labels: np.ndarray, task: TaskConfig, seed: int) -> list[n
                             "position": np.arange(len(labels)).tolist()})
     partitioner = build_partitioner(task, seed)
     partitioner.dataset = ds
-    return [np.asarray(partitioner.load_partition(i)["position"], dtype=np.int64)
-            for i in range(task.num_clients)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return [np.asarray(partitioner.load_partition(i)["position"], dtype=np.int64)
+                    for i in range(task.num_clients)]
+    except ValueError as err:
+        if task.partitioner != "dirichlet":
+            raise
+        raise ConfigError("task.min_partition_size", task.min_partition_size,
+                          f"Dirichlet sampling with alpha={task.alpha} could not give each of "
+                          f"{task.num_clients} clients that many examples ({err}); lower "
+                          "task.min_partition_size or raise task.alpha") from None

@@ -49,3 +49,9 @@ def partition_label_counts(task: TaskConfig, seed: int) -> np.ndarray:
     for pid in range(task.num_clients):
         counts[pid] = np.bincount(source.client_data(pid).y, minlength=counts.shape[1])
     return counts
+
+
+def preflight(task: TaskConfig, seed: int) -> None:
+    """Build the offline data source now, so partitioning problems surface before the run."""
+    if task.dataset == "digits":
+        data_source(task, seed)
