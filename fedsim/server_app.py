@@ -1,5 +1,6 @@
 """The fedsim ServerApp (Flower Message API): reads the resolved experiment config named by the
-run config key ``config-path`` and runs the round loop. Its results folder is the folder of
+run config key ``config-path`` and runs the round loop, metering every message in both
+directions (``fedsim.comm.meter.CommMeter``). Its results folder is the folder of
 that config file. The same object runs under every engine.
 """
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim.comm.meter import CommMeter
 from fedsim.config import load_config
 from fedsim.federation import run_federation
 
@@ -21,4 +23,4 @@ def main(grid: Grid, context: Context) -> None:
     """Run the experiment whose resolved config is ``run_config["config-path"]``."""
     path = Path(str(context.run_config["config-path"]))
     cfg = load_config(path)
-    run_federation(grid, cfg, path.parent, meter=None)
+    run_federation(grid, cfg, path.parent, meter=CommMeter())

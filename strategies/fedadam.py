@@ -12,13 +12,15 @@ from typing import Any
 from flwr.serverapp.strategy import FedAdam
 
 from fedsim.config.fields import setting
+from strategies.coded import ModelRepliesMixin
 from strategies.local_sgd import LocalSGD
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
 from strategies.server_half import FedsimStrategyMixin
 
 
-class FedAdamStrategy(FedsimStrategyMixin, FedAdam):
-    """Flower's FedAdam with fedsim's deterministic sampling and reply screening."""
+class FedAdamStrategy(ModelRepliesMixin, FedsimStrategyMixin, FedAdam):
+    """Flower's FedAdam with fedsim's deterministic sampling and reply screening
+    (a reply must be an fp32 model with the global model's keys, shapes and finite values)."""
 
 
 @dataclass

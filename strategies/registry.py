@@ -16,7 +16,12 @@ from flwr.serverapp.strategy import Strategy
 
 from strategies.client_half import ClientAlgorithm
 
-STRATEGY_MODULES = ("strategies.fedavg", "strategies.fedadam")
+STRATEGY_MODULES = (
+    "strategies.fedavg",
+    "strategies.fedadam",
+    "strategies.fedlion",
+    "strategies.zsignfedavg",
+)
 
 
 @dataclass(frozen=True)
