@@ -49,7 +49,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.engine import run_engine
     from fedsim.progress import RoundProgress
     from fedsim.results.writer import CONFIG_FILE, SUMMARY_FILE
-
     from fedsim.tasks.task import preflight
 
     cfg = load_config(args.config, args.set)
