@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -47,11 +47,15 @@ def metrics_reject_reason(msg: Message, weight_key: str = WEIGHT_KEY) -> str | N
     return None
 
 
+def is_train_reply(msg: Message) -> bool:
+    return str(msg.metadata.message_type).startswith(MessageType.TRAIN)
+
+
 def model_reply_reject_reason(msg: Message, layout: Layout | None, key: str = "arrays") -> \
         str | None:
     """For replies that carry a whole fp32 model (FedAvg, FedAdam): one ArrayRecord with the
-    global model's keys, shapes and dtypes, all finite."""
-    if (reason := metrics_reject_reason(msg)) is not None:
+    global model's keys, shapes and dtypes, all finite (evaluate replies: metrics only)."""
+    if (reason := metrics_reject_reason(msg)) is not None or not is_train_reply(msg):
         return reason
     records = msg.content.array_records
     if list(records) != [key]:
@@ -123,7 +127,8 @@ class CodedStrategy(FedsimStrategyMixin, FedAvg):
         return messages
 
     def reject_reason(self, msg: Message) -> str | None:
-        if (reason := metrics_reject_reason(msg, self.weighted_by_key)) is not None:
+        if (reason := metrics_reject_reason(msg, self.weighted_by_key)) is not None \
+                or not is_train_reply(msg):
             return reason
         if self.layout is None:
             return "no round configured"

@@ -21,6 +21,11 @@ STRATEGY_MODULES = (
     "strategies.fedadam",
     "strategies.fedlion",
     "strategies.zsignfedavg",
+    "strategies.signsgd",
+    "strategies.sto_signsgd",
+    "strategies.ef_signsgd",
+    "strategies.fedda",
+    "strategies.fafed",
 )
 
 

@@ -20,8 +20,9 @@ Step parametrisation (§2(a) "recommended", §2(e).3): eta = sigma * server_lr /
 that E[eta s_i] ~= server_lr * Delta_i near 0 (exactly for z = inf when |Delta_i| <= sigma): the
 server then acts like FedAvg with server learning rate ``server_lr`` on the scaled Delta, plus
 quantisation noise. With delta_scale = 1/lr the scaled Delta is divided by gamma, so the server
-step is multiplied back by gamma. With sigma = 0 (plain SignSGD / SignFedAvg) the formula would
-give eta = 0, so eta = server_lr there.
+step is multiplied back by gamma (1/(gamma E): by gamma E). This parametrisation is for the mean
+of signs; with sigma = 0 (plain SignSGD / SignFedAvg) it would give eta = 0, and a vote
+(majority, groups) does not estimate Delta, so in those cases eta = server_lr directly.
 """
 
 from __future__ import annotations
@@ -119,10 +120,11 @@ class ZSignStrategy(CodedStrategy):
         self.delta_scale, self.aggregation, self.num_groups = delta_scale, aggregation, num_groups
 
     def step_size(self, replies: list[Message]) -> float:
-        """eta = sigma * server_lr / (2 p_z(0)) (server_lr when sigma = 0), times the mean of
+        """eta = sigma * server_lr / (2 p_z(0)) for the mean of noisy signs (else server_lr),
+        times the mean of
         the clients' 1/s so that the step is in parameter units again (1 for "none")."""
-        eta = (noise.server_step(self.sigma, self.z, self.server_lr) if self.sigma > 0
-               else self.server_lr)
+        eta = (noise.server_step(self.sigma, self.z, self.server_lr)
+               if self.sigma > 0 and self.aggregation == "mean" else self.server_lr)
         if self.delta_scale == "none":
             return eta
         if self.lr is None:
