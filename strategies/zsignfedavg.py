@@ -27,6 +27,7 @@ of signs; with sigma = 0 (plain SignSGD / SignFedAvg) it would give eta = 0, and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ class ZSignParams:
     """z-SignFedAvg hyperparameters (the client lr gamma and E are ``train.lr`` and the local
     steps/epochs)."""
 
-    z: str = setting("inf", "noise shape z >= 1: 1 Laplace, 2 Gaussian, inf uniform, or any "
+    z: object = setting("inf", "noise shape z >= 1: 1 Laplace, 2 Gaussian, inf uniform, or any "
                      "number >= 1 (Gamma construction)")
     sigma: float = setting(0.01, "noise scale sigma (0: plain sign, i.e. SignSGD)", low=0.0)
     server_lr: float = setting(1.0, "effective server learning rate eta_eff on the scaled "
@@ -145,11 +146,13 @@ class ZSignStrategy(CodedStrategy):
 
 
 def check(params: ZSignParams) -> None:
+    """Validate z and normalise it to a string ("inf", "1", "2", "3.5", ...)."""
     try:
-        noise.parse_z(params.z)
-    except ValueError as err:
+        z = noise.parse_z(params.z)
+    except (ValueError, TypeError, KeyError) as err:
         raise ConfigError("strategy.z", params.z, "a number >= 1, 'inf', 'laplace', 'gaussian' "
                           "or 'uniform'") from err
+    params.z = "inf" if math.isinf(z) else f"{z:g}"
 
 
 def build_server(params: ZSignParams, sampling: Sampling) -> ZSignStrategy:
