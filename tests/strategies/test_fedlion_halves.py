@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
-from strategy_fixtures import (NodeGrid, local_round, reply_to, setup_config, tiny_data,
-                               tiny_model)
+from strategy_fixtures import NodeGrid, local_round, reply_to, setup_config, tiny_data, tiny_model
 
 from fedsim.comm.int_codec import IntCodec, bits_for_bound
 from strategies.fedlion import MOMENTUM_KEY, FedLionClient, FedLionStrategy

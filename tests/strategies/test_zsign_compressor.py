@@ -9,8 +9,7 @@ import math
 import numpy as np
 import torch
 from flwr.app import ArrayRecord
-from strategy_fixtures import (NodeGrid, local_round, reply_to, setup_config, tiny_data,
-                               tiny_model)
+from strategy_fixtures import NodeGrid, local_round, reply_to, setup_config, tiny_data, tiny_model
 
 from fedsim.comm.noise import density_at_zero, server_step
 from strategies.vector import Layout, model_vector
