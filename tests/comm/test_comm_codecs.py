@@ -196,3 +196,22 @@ def test_get_codec_by_name() -> None:
     assert get_codec("bf16").payload_bits(10) == 160
     with pytest.raises(ValueError, match="unknown codec"):
         get_codec("int99x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 16), d=st.integers(0, 100), seed=st.integers(0, 2**32 - 1))
+def test_int_blocks_join_exactly(k: int, d: int, seed: int) -> None:
+    """Packing in blocks (2^20 coordinates in production, 8 or 16 here) changes no bit."""
+    from fedsim.comm import int_codec
+
+    codes = np.random.default_rng(seed).integers(0, 2**k, d)
+    whole = int_codec.pack_uint(codes, k)
+    saved = int_codec.BLOCK
+    try:
+        for block in (8, 16):
+            int_codec.BLOCK = block
+            packed = int_codec.pack_uint(codes, k)
+            np.testing.assert_array_equal(packed, whole)
+            np.testing.assert_array_equal(int_codec.unpack_uint(packed, k, d), codes)
+    finally:
+        int_codec.BLOCK = saved

@@ -124,3 +124,13 @@ def test_sigma_zero_is_plain_sign_with_zero_as_plus_one() -> None:
     out = perturbed_sign(v, 0.0, 2, np.random.default_rng(0))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [-1.0, 1.0, 1.0])
+
+
+def test_torch_perturbed_sign_keeps_type_and_is_reproducible() -> None:
+    v = torch.tensor([0.0, -0.3, 0.3, 5.0], dtype=torch.float32)
+    plain = perturbed_sign(v, 0.0, 2, torch.Generator().manual_seed(0))
+    assert plain.dtype == torch.float32 and plain.tolist() == [1.0, -1.0, 1.0, 1.0]
+    for z in (1, 1.5, 2, "inf"):
+        a = perturbed_sign(v, 1.0, z, torch.Generator().manual_seed(9))
+        b = perturbed_sign(v, 1.0, z, torch.Generator().manual_seed(9))
+        assert torch.equal(a, b) and set(a.unique().tolist()) <= {-1.0, 1.0}
