@@ -10,7 +10,8 @@ Wire format: one ``uint8`` array ``"packed"``. Each value ``v`` is stored as the
 ``v + L`` in ``k`` bits, least significant bit first, codes laid end to end (coordinate ``i``
 occupies stream bits ``[i·k, (i+1)·k)``), and the bit stream is packed with
 ``np.packbits(..., bitorder="little")``: ``ceil(k·d/8)`` bytes, the tail zero-padded.
-Packing and unpacking are vectorised (a ``d × k`` bit matrix), no Python loop over coordinates.
+Packing and unpacking are vectorised (a ``d × k`` bit matrix per block of 2^20 coordinates),
+no Python loop over coordinates.
 """
 
 from __future__ import annotations
@@ -33,20 +34,40 @@ def bits_for_bound(bound: int) -> int:
     return max(1, math.ceil(math.log2(2 * bound + 1)))
 
 
+#: coordinates per block (a multiple of 8, so blocks end on byte boundaries for every k);
+#: bounds the temporary bit matrices to a few tens of MB whatever d is
+BLOCK = 1 << 20
+
+
+def _pack_block(codes: np.ndarray, k: int) -> np.ndarray:
+    width = 1 if k <= 8 else 2
+    as_bytes = codes.astype("<u2" if width == 2 else np.uint8).view(np.uint8).reshape(-1, width)
+    bits = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :k]  # d x k, LSB first
+    return np.packbits(bits.reshape(-1), bitorder="little")
+
+
+def _unpack_block(raw: np.ndarray, k: int, d: int) -> np.ndarray:
+    bits = np.unpackbits(raw, count=k * d, bitorder="little").reshape(d, k)
+    weights = np.uint32(1) << np.arange(k, dtype=np.uint32)
+    return bits.astype(np.uint32) @ weights
+
+
 def pack_uint(codes: np.ndarray, k: int) -> np.ndarray:
     """Pack unsigned ``codes`` (each < 2**k) into ``ceil(k·d/8)`` bytes, LSB first."""
-    c = np.asarray(codes).reshape(-1).astype(np.uint32, copy=False)
-    shifts = np.arange(k, dtype=np.uint32)
-    bit_matrix = ((c[:, None] >> shifts) & 1).astype(np.uint8)  # d x k
-    return np.packbits(bit_matrix.reshape(-1), bitorder="little")
+    c = np.asarray(codes).reshape(-1)
+    if c.size == 0:
+        return np.zeros(0, np.uint8)
+    return np.concatenate([_pack_block(c[i:i + BLOCK], k) for i in range(0, c.size, BLOCK)])
 
 
 def unpack_uint(packed: np.ndarray, k: int, d: int) -> np.ndarray:
     """Inverse of :func:`pack_uint`: ``d`` unsigned ``k``-bit codes as ``uint32``."""
     raw = np.asarray(packed, dtype=np.uint8).reshape(-1)
-    bits = np.unpackbits(raw, count=k * d, bitorder="little").reshape(d, k)
-    weights = (np.uint32(1) << np.arange(k, dtype=np.uint32)).astype(np.uint32)
-    return bits.astype(np.uint32) @ weights
+    if d == 0:
+        return np.zeros(0, np.uint32)
+    step = BLOCK * k // 8  # bytes per full block
+    return np.concatenate([_unpack_block(raw[j * step:(j + 1) * step], k, min(BLOCK, d - i))
+                           for j, i in enumerate(range(0, d, BLOCK))])
 
 
 class IntCodec(Codec):

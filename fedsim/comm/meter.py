@@ -36,7 +36,8 @@ Round metric keys returned by :meth:`CommMeter.end_round` (bytes are integers):
 ``uplink_bytes_per_client``           mean tree bytes of a reply with content
 ``uplink_bytes_per_client_max``       largest reply (tree bytes)
 ``uplink_payload_bytes_per_client``   mean array nbytes of a reply with content
-``uplink_bits_per_param``             8 · uplink_bytes_per_client / d  (32.0x for fp32 FedAvg)
+``uplink_bits_per_param``             8 · uplink_bytes_per_client / d  (→ 32 for fp32 FedAvg
+                                      as d grows; ~900 B of headers per reply on top)
 ``uplink_payload_bits_per_param``     8 · uplink_payload_bytes_per_client / d  (1.0 for signs)
 ``uplink_compression_ratio``          32 / uplink_bits_per_param: fp32 FedAvg payload (32·d bits)
                                       over the measured wire size
@@ -46,6 +47,11 @@ Round metric keys returned by :meth:`CommMeter.end_round` (bytes are integers):
 ``cumulative_uplink_bytes``           Σ uplink_bytes over the rounds so far
 ``cumulative_uplink_payload_bytes``   Σ uplink_payload_bytes over the rounds so far
 ``meter_seconds``                     time spent measuring this round
+
+``summary.json`` (fedsim/results/summary.py) averages ``uplink_bits_per_param`` over rounds and
+reads ``cumulative_uplink_bytes``/``cumulative_downlink_bytes``; plots use
+``cumulative_uplink_bytes`` as an x-axis. Pass ``num_params`` when the instructions do not carry
+the fp32 model in their ``"arrays"`` record (e.g. a 1-bit downlink), else d is inferred wrongly.
 
 Per-client records of the last round: :meth:`CommMeter.client_records`. Uplink needed to reach
 a target accuracy: :func:`bytes_to_target` over the round rows (the meter does not see
