@@ -121,8 +121,9 @@ def test_corrupt_clients_are_counted_in_metrics_and_the_run_finishes(
         return update
 
     monkeypatch.setattr(zsignfedavg.ZSignClient, "train", corrupting)
-    run_dir = run_config(tmp_path / "run", "zsignfedavg.toml", "task.num_clients=20",
-                         "train.clients_per_round=20", "train.rounds=3", "output.plots=false")
+    run_dir = run_config(tmp_path / "run", "zsignfedavg.toml", "task.model=logreg",
+                         "task.num_clients=20", "train.clients_per_round=20", "train.rounds=3",
+                         "output.plots=false")
     rows = [r for r in read_metrics(run_dir) if r["round"] > 0]
     assert [r["train_rejected"] for r in rows] == [2, 2, 2]
     assert [r["train_replies"] for r in rows] == [18, 18, 18]

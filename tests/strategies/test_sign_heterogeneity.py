@@ -9,7 +9,8 @@ from strategy_fixtures import run_config
 
 from fedsim.results.writer import read_metrics
 
-ONE_CLASS = ("task.partitioner=pathological", "task.classes_per_client=1", "task.num_clients=10",
+ONE_CLASS = ("task.model=logreg", "task.partitioner=pathological", "task.classes_per_client=1",
+             "task.num_clients=10",
              "train.clients_per_round=10", "train.rounds=15", "train.local_steps=5",
              "train.lr=0.1", "eval.central_every=5", "eval.federated_every=0",
              "output.plots=false")
