@@ -164,6 +164,7 @@ def reply_int_metric(msg: Message, key: str, low: int, high: int) -> int:
     """An integer metric of a reply, checked to lie in [low, high] (ValueError otherwise)."""
     record = next(iter(msg.content.metric_records.values()))
     value = record.get(key)
-    if not isinstance(value, (int, float)) or value != int(value) or not low <= value <= high:
+    if (not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or not low <= value <= high):
         raise ValueError(f"metric {key!r} = {value!r} is not an integer in [{low}, {high}]")
     return int(value)
