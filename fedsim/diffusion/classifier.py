@@ -15,16 +15,27 @@ class DigitClassifier(nn.Module):
     def __init__(self, pixels: int = 64, hidden: int = 128, classes: int = 10) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(pixels, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
-            nn.SiLU(), nn.Linear(hidden, classes),
+            nn.Flatten(),
+            nn.Linear(pixels, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-def train_classifier(x: torch.Tensor, y: torch.Tensor, steps: int = 300, batch_size: int = 128,
-                     lr: float = 3e-3, noise: float = 0.1, seed: int = 0) -> DigitClassifier:
+def train_classifier(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int = 300,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> DigitClassifier:
     """Adam on cross-entropy with small Gaussian input noise (robustness to imperfect samples)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -16,9 +16,10 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_digit_images(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Digits as (1797, 1, size, size) float32 in [-1, 1] and their labels (bilinear if size != 8)."""
+    """Digits (1797, 1, size, size) float32 in [-1, 1] and labels (bilinear if size != 8)."""
     x, y = _digits()
     if size != 8:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                            align_corners=False).clamp(-1, 1)
+        x = torch.nn.functional.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False
+        ).clamp(-1, 1)
     return x.clone(), y.clone()

@@ -58,8 +58,9 @@ def _block_log_probs(v: torch.Tensor, k: int) -> torch.Tensor:
     return log_p_mu + log_p_cov
 
 
-def prob_reg(v: torch.Tensor, block: int = 4, n_perm: int = 100,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def prob_reg(
+    v: torch.Tensor, block: int = 4, n_perm: int = 100, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """P(z) of DNO Sec. 4 for flattened noise v (B, D) -> (B,); >= 4 ln 2.
 
     Mean term: log p_mu = min(-n ||mu_hat||^2 / (2k), -log 2) (Gaussian tail bound); covariance
@@ -76,8 +77,13 @@ def prob_reg(v: torch.Tensor, block: int = 4, n_perm: int = 100,
     return -(seq + _block_log_probs(shuffled, block).mean(-1))
 
 
-def prob_reg_grad(z: torch.Tensor, coeffs: SamplerCoeffs, block: int = 4, n_perm: int = 100,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def prob_reg_grad(
+    z: torch.Tensor,
+    coeffs: SamplerCoeffs,
+    block: int = 4,
+    n_perm: int = 100,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(P(z) per sample (B,), dP/dz summed over samples) -- the server-side half."""
     zz = z.detach().requires_grad_(True)
     p = prob_reg(regularised_noise(zz, coeffs), block, n_perm, generator)
@@ -85,8 +91,9 @@ def prob_reg_grad(z: torch.Tensor, coeffs: SamplerCoeffs, block: int = 4, n_perm
     return p.detach(), grad
 
 
-def reward_grad(z: torch.Tensor, sampler: Sampler,
-                reward: Reward) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reward_grad(
+    z: torch.Tensor, sampler: Sampler, reward: Reward
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Differentiable reward: grad_z of the loss -sum_b r(M(z)_b), by backprop through every
     sampler step. Returns (grad, rewards (B,), x_0)."""
     zz = z.detach().requires_grad_(True)
@@ -96,16 +103,23 @@ def reward_grad(z: torch.Tensor, sampler: Sampler,
     return grad, r.detach(), x.detach()
 
 
-def _perturbed(z: torch.Tensor, q: int, mu: float,
-               generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _perturbed(
+    z: torch.Tensor, q: int, mu: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     u = torch.randn((q, *z.shape), generator=generator, dtype=z.dtype)
     return u, (z.detach()[None] + mu * u).reshape(q * z.shape[0], *z.shape[1:])
 
 
 @torch.no_grad()
-def hybrid2_direction(z: torch.Tensor, x: torch.Tensor, sampler: Sampler, reward: Reward,
-                      q: int = 4, mu: float = 0.01, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def hybrid2_direction(
+    z: torch.Tensor,
+    x: torch.Tensor,
+    sampler: Sampler,
+    reward: Reward,
+    q: int = 4,
+    mu: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Hybrid-2's sample-space estimate: perturb in NOISE space, difference in SAMPLE space.
 
     g = sum_j (l(x_j) - l(x)) (x_j - x), x_j = M(z + mu u_j), l = -r; normalised per sample by
@@ -123,9 +137,14 @@ def hybrid2_direction(z: torch.Tensor, x: torch.Tensor, sampler: Sampler, reward
     return g / (norm + 1e-3), r0
 
 
-def hybrid2_grad(z: torch.Tensor, sampler: Sampler, reward: Reward, q: int = 4, mu: float = 0.01,
-                 generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def hybrid2_grad(
+    z: torch.Tensor,
+    sampler: Sampler,
+    reward: Reward,
+    q: int = 4,
+    mu: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hybrid-2: grad_z of the surrogate <g_hat, M(z)> (a VJP through the sampler).
     Returns (grad, rewards (B,), x_0)."""
     zz = z.detach().requires_grad_(True)
@@ -136,9 +155,14 @@ def hybrid2_grad(z: torch.Tensor, sampler: Sampler, reward: Reward, q: int = 4, 
 
 
 @torch.no_grad()
-def zo_grad(z: torch.Tensor, sampler: Sampler, reward: Reward, q: int = 4, mu: float = 0.01,
-            generator: torch.Generator | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def zo_grad(
+    z: torch.Tensor,
+    sampler: Sampler,
+    reward: Reward,
+    q: int = 4,
+    mu: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pure zeroth order in z-space: (1/q) sum_j (l(z + mu u_j) - l(z)) / mu * u_j.
     Returns (grad, rewards (B,), x_0)."""
     bsz = z.shape[0]
@@ -184,9 +208,15 @@ class DNOResult:
     reg: list[float] = field(default_factory=list)
 
 
-def feedback_grad(method: str, z: torch.Tensor, sampler: Sampler, reward: Reward, q: int,
-                  mu: float, generator: torch.Generator | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def feedback_grad(
+    method: str,
+    z: torch.Tensor,
+    sampler: Sampler,
+    reward: Reward,
+    q: int,
+    mu: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient (of the loss -r) of the chosen estimator at z: the client-side half."""
     if method == "grad":
         return reward_grad(z, sampler, reward)
@@ -195,11 +225,17 @@ def feedback_grad(method: str, z: torch.Tensor, sampler: Sampler, reward: Reward
     return zo_grad(z, sampler, reward, q, mu, generator)
 
 
-def optimize_noise(sampler: Sampler, coeffs: SamplerCoeffs, z0: torch.Tensor, reward: Reward,
-                   config: DNOConfig | None = None) -> DNOResult:
+def optimize_noise(
+    sampler: Sampler,
+    coeffs: SamplerCoeffs,
+    z0: torch.Tensor,
+    reward: Reward,
+    config: DNOConfig | None = None,
+) -> DNOResult:
     """Run DNO from z0: each step, reward feedback + gamma_reg * grad P(z), global clip, AdamW.
 
-    The histories record the state BEFORE each step; the final samples are M(z) at the end.
+    ``reward`` and ``reg`` are measured before each step, ``z_sq`` (mean z^2 of the regularised
+    noise) after it; the final samples are M(z) at the end.
     """
     cfg = config or DNOConfig()
     g = torch.Generator().manual_seed(cfg.seed)

@@ -78,7 +78,7 @@ class ParaTAAConfig:
 
 @dataclass
 class ParaTAAResult:
-    """Solver output: x_0, the whole trajectory (float64), iterations and per-iteration residuals."""
+    """Solver output: x_0, the trajectory (float64), iterations and per-iteration residuals."""
 
     samples: torch.Tensor
     trajectory: torch.Tensor
@@ -98,8 +98,9 @@ def equation_tolerance(coeffs: SamplerCoeffs, config: ParaTAAConfig) -> torch.Te
     return tol
 
 
-def _ridge_gammas(dr: torch.Tensor, r: torch.Tensor, valid: torch.Tensor,
-                  ridge: float) -> torch.Tensor:
+def _ridge_gammas(
+    dr: torch.Tensor, r: torch.Tensor, valid: torch.Tensor, ridge: float
+) -> torch.Tensor:
     """Per-timestep ridge LS over the rows s >= t (rows are ordered low t -> high t).
 
     dr: (rows, B, D, J) residual differences; r: (rows, B, D); valid: (rows, J) bool columns
@@ -175,18 +176,18 @@ def parataa_sample(
     while top > 0 and iters < max_iters:
         lo = max(1, top - cfg.window + 1)  # equations lo..top, unknowns x_{lo-1}..x_{top-1}
         if lo - 1 < admitted:  # admit new states: copy of the last known state
-            x[lo - 1:admitted] = x[admitted]
+            x[lo - 1 : admitted] = x[admitted]
             admitted = lo - 1
         ts = torch.arange(lo, top + 1)
-        states = x[lo:top + 1]  # inputs x_t of equations t = lo..top
+        states = x[lo : top + 1]  # inputs x_t of equations t = lo..top
         tau = coeffs.timesteps[ts].repeat_interleave(bsz)
         eps = eps_fn(states.reshape(-1, *shape), tau).detach().to(f64).reshape(len(ts), bsz, dim)
         iters += 1
         nfe += len(ts) * bsz
-        d = b[ts, None, None] * eps + c[ts, None, None] * xi[lo:top + 1]
+        d = b[ts, None, None] * eps + c[ts, None, None] * xi[lo : top + 1]
 
         # first-order residual of equation t (lives in x_{t-1}) and the stopping rule
-        r1 = a[ts, None, None] * states + d - x[lo - 1:top]
+        r1 = a[ts, None, None] * states + d - x[lo - 1 : top]
         rms = r1.pow(2).mean(-1).sqrt().amax(-1)  # worst sample, (rows,)
         ratio = rms * scale[ts] / tol[ts]
         residuals.append(float(ratio.max()))
@@ -202,31 +203,36 @@ def parataa_sample(
         q = pcum[t_idx - 1, None, None] * d[:rows]
         csum = torch.cat([torch.zeros(1, bsz, dim, dtype=f64), q.cumsum(0)])  # csum[i]: t<lo+i
         end = torch.clamp(t_idx + cfg.order - 1, max=new_top)
-        g = (pcum[end, None, None] * x[end] + csum[end - lo + 1] - csum[t_idx - lo])
+        g = pcum[end, None, None] * x[end] + csum[end - lo + 1] - csum[t_idx - lo]
         g = g / pcum[t_idx - 1, None, None]
-        cur = x[lo - 1:new_top]  # unknowns x_{t-1}, t = lo..new_top
+        cur = x[lo - 1 : new_top]  # unknowns x_{t-1}, t = lo..new_top
         r = g - cur
 
-        count[lo - 1:new_top] += 1
+        count[lo - 1 : new_top] += 1
         full_r = torch.zeros(n, bsz, dim, dtype=f64)
-        full_r[lo - 1:new_top] = r
+        full_r[lo - 1 : new_top] = r
         hist.append((x[:n].clone(), full_r))
         if m1 > 0 and len(hist) > 1:
             # history slots of a state from before it entered the window are masked by count
-            xs = torch.stack([h[0][lo - 1:new_top] for h in hist], -1)
-            rs = torch.stack([h[1][lo - 1:new_top] for h in hist], -1)
+            xs = torch.stack([h[0][lo - 1 : new_top] for h in hist], -1)
+            rs = torch.stack([h[1][lo - 1 : new_top] for h in hist], -1)
             dx, dr = xs[..., 1:] - xs[..., :-1], rs[..., 1:] - rs[..., :-1]
             jn = dx.shape[-1]
-            avail = torch.clamp(count[lo - 1:new_top] - 1, max=jn)  # usable differences per row
+            avail = torch.clamp(count[lo - 1 : new_top] - 1, max=jn)  # usable differences per row
             valid = torch.arange(jn)[None, :] >= (jn - avail)[:, None]  # newest are last
             gamma = _ridge_gammas(dr, r, valid, cfg.ridge)
             gamma[-1] = 0.0  # safeguard: noisiest unconverged equation gets the plain update
             step_ = r - torch.einsum("sbdj,sbj->sbd", dx + dr, gamma)
         else:
             step_ = r
-        x[lo - 1:new_top] = cur + step_
+        x[lo - 1 : new_top] = cur + step_
         top = new_top - 1  # x_{new_top - 1} is now exact
 
     samples = x[0].reshape(bsz, *shape).to(z.dtype)
-    return ParaTAAResult(samples=samples, trajectory=x.reshape(n + 1, bsz, *shape),
-                         iterations=iters, residuals=residuals, nfe=nfe)
+    return ParaTAAResult(
+        samples=samples,
+        trajectory=x.reshape(n + 1, bsz, *shape),
+        iterations=iters,
+        residuals=residuals,
+        nfe=nfe,
+    )

@@ -1,5 +1,6 @@
 """Weight-free rewards for DNO on small images (algorithms.md §3(f); DNO arXiv 2405.18881,
-Sec. 5). A reward maps images (B, C, H, W) in [-1, 1] to one score per sample (B,); DNO maximises it.
+Sec. 5). A reward maps images (B, C, H, W) in [-1, 1] to one score per sample (B,);
+DNO maximises it.
 """
 
 from __future__ import annotations

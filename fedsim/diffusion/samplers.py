@@ -32,17 +32,22 @@ def model_eps_fn(model: torch.nn.Module) -> EpsFn:
     return eps_fn
 
 
-def step(coeffs: SamplerCoeffs, t: int, x_t: torch.Tensor, eps: torch.Tensor,
-         xi: torch.Tensor) -> torch.Tensor:
+def step(
+    coeffs: SamplerCoeffs, t: int, x_t: torch.Tensor, eps: torch.Tensor, xi: torch.Tensor
+) -> torch.Tensor:
     """One sampler step x_t -> x_{t-1} (pure: no state, no randomness)."""
     a, b, c = (float(v[t]) for v in (coeffs.a, coeffs.b, coeffs.c))
     out = a * x_t + b * eps
     return out + c * xi if c != 0.0 else out
 
 
-def sample_noise(batch: int, shape: tuple[int, ...], num_steps: int,
-                 generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_noise(
+    batch: int,
+    shape: tuple[int, ...],
+    num_steps: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Draw z = (x_T, xi_T, ..., xi_1) ~ N(0, I), shape (batch, N + 1, *shape)."""
     return torch.randn((batch, num_steps + 1, *shape), generator=generator, dtype=dtype)
 
@@ -52,8 +57,9 @@ def xi_of(z: torch.Tensor, t: int) -> torch.Tensor:
     return z[:, z.shape[1] - t]
 
 
-def sequential_sample(eps_fn: EpsFn, coeffs: SamplerCoeffs, z: torch.Tensor,
-                      return_trajectory: bool = False):
+def sequential_sample(
+    eps_fn: EpsFn, coeffs: SamplerCoeffs, z: torch.Tensor, return_trajectory: bool = False
+):
     """Run the N sampler steps in order: x_0 = M_theta(z). Differentiable if ``eps_fn`` is.
 
     Returns x_0 (B, *image), or the trajectory (N + 1, B, *image) with ``traj[t] = x_t`` when

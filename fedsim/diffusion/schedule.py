@@ -76,8 +76,12 @@ def sampler_coeffs(
     if not 1 <= num_steps <= num_train_steps:
         raise ValueError(f"num_steps must be in [1, {num_train_steps}], got {num_steps}")
     ab_train = alphas_cumprod(linear_betas(num_train_steps, beta_start, beta_end))
-    tau = torch.round(torch.arange(1, num_steps + 1, dtype=torch.float64) * num_train_steps
-                      / num_steps).long() - 1
+    tau = (
+        torch.round(
+            torch.arange(1, num_steps + 1, dtype=torch.float64) * num_train_steps / num_steps
+        ).long()
+        - 1
+    )
     abar = torch.cat([torch.ones(1, dtype=torch.float64), ab_train[tau]])
     ab, ab_prev = abar[1:], abar[:-1]
     a = torch.sqrt(ab_prev / ab)

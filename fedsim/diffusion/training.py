@@ -19,8 +19,12 @@ def _abar(num_train_steps: int) -> torch.Tensor:
     return alphas_cumprod(linear_betas(num_train_steps)).float()
 
 
-def ddpm_loss(model: nn.Module, x0: torch.Tensor, generator: torch.Generator | None = None,
-              num_train_steps: int = 1000) -> torch.Tensor:
+def ddpm_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    generator: torch.Generator | None = None,
+    num_train_steps: int = 1000,
+) -> torch.Tensor:
     """E_{tau, eps} || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, tau) ||^2 (mean)."""
     b = x0.shape[0]
     tau = torch.randint(0, num_train_steps, (b,), generator=generator)
@@ -30,8 +34,15 @@ def ddpm_loss(model: nn.Module, x0: torch.Tensor, generator: torch.Generator | N
     return nn.functional.mse_loss(model(x_t, tau), eps)
 
 
-def train_ddpm(model: nn.Module, data: torch.Tensor, steps: int = 1500, batch_size: int = 128,
-               lr: float = 2e-3, seed: int = 0, ema_decay: float = 0.99) -> list[float]:
+def train_ddpm(
+    model: nn.Module,
+    data: torch.Tensor,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    ema_decay: float = 0.99,
+) -> list[float]:
     """Adam on :func:`ddpm_loss` with cosine learning-rate decay and an EMA of the weights
     (copied into ``model`` at the end; ``ema_decay=0`` disables it). Returns the loss per step."""
     g = torch.Generator().manual_seed(seed)
