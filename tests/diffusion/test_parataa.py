@@ -97,7 +97,7 @@ def test_never_more_than_n_and_window_respected(eps_fn, cfg):
 
 
 def test_unscaled_tolerance_is_looser(eps_fn):
-    """§4(e): the paper's raw rule stops earlier on an x-space model; the scaled rule is stricter."""
+    """§4(e): the paper's raw rule stops no later; the x_0-scaled rule is stricter."""
     coeffs, z = _problem(0.0)
     scaled = equation_tolerance(coeffs, ParaTAAConfig())
     raw = equation_tolerance(coeffs, ParaTAAConfig(tol_scale="none"))
@@ -117,7 +117,9 @@ def test_init_from_existing_trajectory(eps_fn):
     assert float((res.samples.double() - ref[0]).abs().max()) < 1e-5
     # change only the last 30 injected noises; freeze the upper trajectory (parallel_sd_winit.py)
     z2 = z.clone()
-    z2[:, N + 1 - 30 :] = torch.randn(z2[:, N + 1 - 30 :].shape, generator=torch.Generator().manual_seed(9))
+    z2[:, N + 1 - 30 :] = torch.randn(
+        z2[:, N + 1 - 30 :].shape, generator=torch.Generator().manual_seed(9)
+    )
     ref2 = _oracle(eps_fn, coeffs, z2)
     warm = parataa_sample(
         eps_fn, coeffs, z2, ParaTAAConfig(order=N, history=3), init_trajectory=ref, init_top=30
