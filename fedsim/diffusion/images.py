@@ -12,8 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
-def save_grid(x: torch.Tensor, path: str | Path, ncols: int | None = None,
-              titles: list[str] | None = None) -> Path:
+def save_grid(
+    x: torch.Tensor, path: str | Path, ncols: int | None = None, titles: list[str] | None = None
+) -> Path:
     """Save images (B, C, H, W) in [-1, 1] (clipped for display) as a grid PNG; returns path."""
     x = x.detach().float().cpu()
     b = x.shape[0]

@@ -34,6 +34,10 @@ schedule), so by default (``tol_scale="alpha_bar"``) the residual is measured in
 i.e. multiplied by 1 / sqrt(abar_{t-1}). Use ``tol_scale="none"`` for the paper's raw rule.
 
 State is float64 (as in the official code); the network sees float32 through ``eps_fn``.
+
+Documented tolerance (tests/diffusion/test_parataa.py, tiny digits DDPM, 100 steps): with the
+defaults (tol 1e-3, x_0-scaled) the solution agrees with sequential sampling to max |dx_0| ~ 1e-2
+for data in [-1, 1] (asserted < 3e-2) for DDIM and DDPM; plain FP (k = 1) agrees to round-off.
 """
 
 from __future__ import annotations
@@ -117,6 +121,8 @@ def _ridge_gammas(
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
     # ridge + 1 on masked-out diagonal entries keeps the system regular with gamma_j = 0 there
     reg = ridge * eye + (1 - mask)[..., None] * eye
+    # relative jitter so that ridge = 0 with linearly dependent differences stays solvable
+    reg = reg + 1e-12 * gram.diagonal(dim1=-2, dim2=-1).amax(-1)[..., None, None] * eye
     return torch.linalg.solve(gram + reg, rhs.unsqueeze(-1)).squeeze(-1) * mask
 
 
