@@ -69,6 +69,10 @@ def build_dataclass(cls: type[T], data: Any, prefix: str = "") -> T:
         value = data[name]
         if dataclasses.is_dataclass(expected):
             kwargs[name] = build_dataclass(expected, value, f"{prefix}{name}.")
+        elif expected is list:
+            if not isinstance(value, list):
+                raise ConfigError(f"{prefix}{name}", value, "expected a list")
+            kwargs[name] = list(value)
         elif typing.get_origin(expected) is dict:
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{name}", value, "expected a table of settings")
