@@ -77,6 +77,25 @@ class OutputConfig:
 
     dir: str = setting("results", "parent folder of the run's results folder")
     plots: bool = setting(True, "write PNG plots at the end of the run")
+    checkpoint_every: int = setting(5, "write a resumable checkpoint every k rounds (0: never)",
+                                    low=0)
+
+
+CORRUPTIONS = ("nan", "inf", "shape", "dtype", "truncate")
+
+
+@dataclass
+class FaultConfig:
+    """Injected faults, drawn per (seed, client, round): the run must survive all of them."""
+
+    client_exception_rate: float = setting(0.0, "probability a client's training raises",
+                                           low=0.0, high=1.0)
+    straggler_rate: float = setting(0.0, "probability a client is delayed", low=0.0, high=1.0)
+    straggler_delay: float = setting(1.0, "seconds a straggler waits before training", low=0.0)
+    corrupt_rate: float = setting(0.0, "probability a client's reply is corrupted",
+                                  low=0.0, high=1.0)
+    corruptions: list[str] = setting(list(CORRUPTIONS), "kinds of corruption to draw from",
+                                     choices=CORRUPTIONS)
 
 
 @dataclass
@@ -133,6 +152,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     @property

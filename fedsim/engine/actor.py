@@ -62,6 +62,16 @@ class ClientActor:
         for ctx in contexts:
             self.contexts[ctx.node_id] = ctx
 
+    def export_states(self) -> dict[int, RecordDict]:
+        """Each held node's ``Context.state``, by partition id (for checkpoints)."""
+        return {int(c.node_config["partition-id"]): c.state for c in self.contexts.values()}
+
+    def import_states(self, states: dict[int, RecordDict]) -> None:
+        for ctx in self.contexts.values():
+            pid = int(ctx.node_config["partition-id"])
+            if pid in states:
+                ctx.state = states[pid]
+
     def describe(self) -> dict[str, Any]:
         """Who this actor is, the Ray resources it was given and how many calls it served."""
         import ray

@@ -11,7 +11,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Iterable
 
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
@@ -54,6 +54,18 @@ class InProcessGrid(VirtualGrid):
                          timeout: float | None = None) -> Iterable[Message]:
         return list(self.pull_messages(self.push_messages(messages)))
 
+    # -- client state (for checkpoints) ---------------------------------------------------
+    def export_client_states(self) -> dict[int, RecordDict]:
+        """Each node's persistent ``Context.state``, by partition id."""
+        return {int(ctx.node_config["partition-id"]): ctx.state for ctx in self.contexts.values()}
+
+    def import_client_states(self, states: dict[int, RecordDict]) -> None:
+        for ctx in self.contexts.values():
+            pid = int(ctx.node_config["partition-id"])
+            if pid in states:
+                ctx.state = states[pid]
+
+    # -- client execution -----------------------------------------------------------------
     def _handle(self, msg: Message) -> Message:
         context = self.contexts[msg.metadata.dst_node_id]
         saved = save_identity()

@@ -104,6 +104,15 @@ class ActorPools:
         ray.get(self._start(key), timeout=READY_TIMEOUT_S)
         self.replaced += 1
 
+    def export_states(self) -> dict[int, Any]:
+        states: dict[int, Any] = {}
+        for part in ray.get([a.export_states.remote() for a in self.actors.values()]):
+            states.update(part)
+        return states
+
+    def import_states(self, states: dict[int, Any]) -> None:
+        ray.get([a.import_states.remote(states) for a in self.actors.values()])
+
     def describe(self) -> list[dict[str, Any]]:
         """What every actor reports about itself (profile, Ray resources, nodes served)."""
         keys = sorted(self.actors)

@@ -187,6 +187,13 @@ class RayGrid(VirtualGrid):
         """Simulated time and device events of the round just finished (metrics.jsonl)."""
         return self.clock.end_round()
 
+    def export_client_states(self) -> dict[int, Any]:
+        """Each node's persistent ``Context.state``, by partition id (for checkpoints)."""
+        return self.pools.export_states()
+
+    def import_client_states(self, states: dict[int, Any]) -> None:
+        self.pools.import_states(states)
+
     def describe_actors(self) -> list[dict[str, Any]]:
         return self.pools.describe()
 
