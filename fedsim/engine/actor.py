@@ -25,7 +25,7 @@ from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 
 from fedsim.engine.base import error_reply, set_client_identity
-from fedsim.engine.wire import drop_chunk_cache, message_bytes
+from fedsim.engine.wire import ReplySizer
 
 # One item of a batch: the instruction's metadata and, per content key, the key of its record
 # in the batch's shared record table.
@@ -56,6 +56,7 @@ class ClientActor:
         self.timer = time.thread_time if timer == "cpu" else time.perf_counter
         self.contexts: dict[int, Context] = {}
         self.served: dict[int, int] = {}
+        self.sizer = ReplySizer()
 
     def register(self, contexts: list[Context]) -> None:
         """Hold these nodes' Contexts (replacing any previous ones)."""
@@ -99,7 +100,4 @@ class ClientActor:
             reply = error_reply(msg, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
         seconds = self.timer() - start
         self.served[node_id] = self.served.get(node_id, 0) + 1
-        size = message_bytes(reply)
-        if not reply.has_error():
-            drop_chunk_cache(reply.content)
-        return reply, seconds, size
+        return reply, seconds, self.sizer(reply)
