@@ -4,15 +4,16 @@ and joining an existing Ray cluster started with `ray start --head`."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
-from fedsim.engine.processes import free_port, stop_processes
+from fedsim.engine.processes import free_port, processes_with_env, stop_processes
 from fedsim.results.writer import read_metrics
 
 from helpers import QUICKSTART, metrics_without_times, run_cli
@@ -90,7 +91,8 @@ def _ray_cli() -> str:
 def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
     temp_dir = tempfile.mkdtemp(prefix="fedsim-rayhead-", dir="/tmp")
     port = free_port()
-    env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    tag = uuid.uuid4().hex  # every process of this head inherits it: stop exactly those
+    env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", FEDSIM_TEST_RAY_HEAD=tag)
     subprocess.run([_ray_cli(), "start", "--head", f"--port={port}", "--num-cpus=2",
                     "--include-dashboard=false", f"--temp-dir={temp_dir}",
                     "--disable-usage-stats"], check=True, env=env, capture_output=True)
@@ -102,8 +104,6 @@ def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
         assert _without_clock(metrics_without_times(ray_dir)) == metrics_without_times(local_dir)
     finally:
         # `ray stop` would stop every Ray on this machine; stop only this head's processes
-        mine = [p for p in psutil.process_iter(["cmdline"])
-                if temp_dir in " ".join(p.info["cmdline"] or [])]
-        stop_processes(mine)
-    assert not [p for p in psutil.process_iter(["cmdline"])
-                if temp_dir in " ".join(p.info["cmdline"] or [])]
+        stop_processes(processes_with_env("FEDSIM_TEST_RAY_HEAD", tag))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not processes_with_env("FEDSIM_TEST_RAY_HEAD", tag)

@@ -100,3 +100,21 @@ def test_sign_compressed_uplink_saves_time_on_a_slow_uplink() -> None:
     t_full = client_seconds(slow, 0, 0.0, message_bytes(full))
     t_sign = client_seconds(slow, 0, 0.0, message_bytes(packed))
     assert t_full > 0.5 and t_sign < t_full / 20
+
+
+def test_reply_sizer_matches_the_exact_serialized_size() -> None:
+    from fedsim.engine.wire import ReplySizer
+
+    set_server_identity(7)
+    ins = Message(RecordDict(), dst_node_id=5, message_type="train")
+    assign_message_id(ins)
+    sizer = ReplySizer()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        state = torch.nn.Linear(64, 10).state_dict()
+        metrics = MetricRecord({"loss": float(seed) / 7, "num-examples": 10 + seed})
+        reply = Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}),
+                        reply_to=ins)
+        fast = sizer(reply)
+        assert abs(fast - message_bytes(reply)) <= 2
+        assert all("_chunks" not in a.__dict__ for a in reply.content["arrays"].values())
