@@ -25,7 +25,7 @@ from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
-from fedsim.engine.wire import content_bytes, drop_record_chunks, message_bytes
+from fedsim.engine.wire import ReplySizer, drop_record_chunks
 
 TIMED_TYPES = ("train", "evaluate")  # message types the clock and the device fates apply to
 
@@ -71,6 +71,7 @@ class RayGrid(VirtualGrid):
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
+        self._sizer = ReplySizer()
 
     def _fresh_context(self, node_id: int):
         return node_context(self._run.run_id, node_id, self.partition_of[node_id],
@@ -87,10 +88,10 @@ class RayGrid(VirtualGrid):
             msg_id = self.accept(msg)
             ids.append(msg_id)
             content = msg.content
-            if id(content) not in sizes:
-                sizes[id(content)], _ = content_bytes(content)
+            if id(content) not in sizes:  # one size per shared content (same layout, same bytes)
+                sizes[id(content)] = self._sizer(msg)
             kind = msg.metadata.message_type.split(".")[0]
-            delivery = Delivery(msg, kind in TIMED_TYPES, message_bytes(msg, sizes[id(content)]))
+            delivery = Delivery(msg, kind in TIMED_TYPES, sizes[id(content)])
             self._deliveries[msg_id] = delivery
             node = msg.metadata.dst_node_id
             if delivery.timed:
