@@ -461,7 +461,7 @@ def main_scale(args: argparse.Namespace, work: Path) -> None:
           f"MB; final accuracy {rows[-1]['central_accuracy']:.4f}")
     t_rounds = [r["t0"] + r["startup"] + row["wall_seconds"] for row in rows]
     print("tree RSS (MB) after round:")
-    for k in (1, 5, 10, 20, 30, 40, 50):
+    for k in (1, 5, 10, 20, 30, 40, rounds - 1):  # the last sample may fall in teardown
         if k <= len(t_rounds):
             before = [rss for t, rss in r["samples"] if t <= t_rounds[k - 1]]
             if before:
