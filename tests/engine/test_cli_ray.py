@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
         assert _without_clock(metrics_without_times(ray_dir)) == metrics_without_times(local_dir)
     finally:
         # `ray stop` would stop every Ray on this machine; stop only this head's processes
-        stop_processes(processes_with_env("FEDSIM_TEST_RAY_HEAD", tag))
+        for _ in range(5):  # the raylet may spawn agents while it is being stopped
+            if not stop_processes(processes_with_env("FEDSIM_TEST_RAY_HEAD", tag)):
+                break
+            time.sleep(1.0)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert not processes_with_env("FEDSIM_TEST_RAY_HEAD", tag)
