@@ -128,7 +128,8 @@ class RayGrid(VirtualGrid):
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         ids = list(self.push_messages(messages))
-        mine = [ref for ref, (_, batch) in self._inflight.items() if batch[0] in set(ids)]
+        pushed = set(ids)
+        mine = [ref for ref, (_, batch) in self._inflight.items() if batch[0] in pushed]
         if mine:
             done, late = ray.wait(mine, num_returns=len(mine), timeout=timeout)
             self._gather(done)
