@@ -7,7 +7,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_HOME ?= $(CURDIR)/.flwr_home
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench bench-uplink bench-parataa clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/engine.py
+
+bench-uplink: $(STAMP)
+	$(BIN)/python benchmarks/uplink.py
+
+bench-parataa: $(STAMP)
+	$(BIN)/python benchmarks/parataa.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
