@@ -6,6 +6,7 @@ clean one and a test can tell exactly which replies were corrupted.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from flwr.app import Array, ArrayRecord
 from fedsim.config.schema import FaultConfig
 
 FAULT_STREAM = 2
+ACTOR_ENV = "FEDSIM_ACTOR"  # set to "1" inside fedsim's Ray actors
 
 
 class InjectedFault(RuntimeError):
@@ -28,9 +30,10 @@ def draw_faults(faults: FaultConfig, seed: int, partition_id: int,
                 server_round: int) -> dict[str, object]:
     """Which faults hit this client in this round: ``raise``, ``delay`` and ``corrupt``."""
     rng = fault_rng(seed, partition_id, server_round)
-    u = rng.random(3)
+    u = rng.random(4)
     return {
         "raise": bool(u[0] < faults.client_exception_rate),
+        "kill": bool(u[3] < faults.actor_kill_rate),
         "delay": faults.straggler_delay if u[1] < faults.straggler_rate else 0.0,
         "corrupt": (str(rng.choice(faults.corruptions)) if u[2] < faults.corrupt_rate
                     else None),
@@ -38,8 +41,14 @@ def draw_faults(faults: FaultConfig, seed: int, partition_id: int,
 
 
 def before_training(drawn: dict[str, object]) -> None:
+    """Sleep, kill the hosting actor process, or raise, as drawn."""
     if drawn["delay"]:
         time.sleep(float(drawn["delay"]))
+    if drawn["kill"]:
+        if os.environ.get(ACTOR_ENV) == "1":
+            os._exit(1)  # the whole actor dies, as on a crashed device: the engine must cope
+        raise InjectedFault("injected actor kill (faults.actor_kill_rate; no actor to kill "
+                            "on this engine, so the client raises)")
     if drawn["raise"]:
         raise InjectedFault("injected client exception (faults.client_exception_rate)")
 

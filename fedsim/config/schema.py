@@ -92,6 +92,9 @@ class FaultConfig:
                                            low=0.0, high=1.0)
     straggler_rate: float = setting(0.0, "probability a client is delayed", low=0.0, high=1.0)
     straggler_delay: float = setting(1.0, "seconds a straggler waits before training", low=0.0)
+    actor_kill_rate: float = setting(0.0, "probability a client kills the process it runs in "
+                                     "(a Ray actor on the ray engine; elsewhere it raises)",
+                                     low=0.0, high=1.0)
     corrupt_rate: float = setting(0.0, "probability a client's reply is corrupted",
                                   low=0.0, high=1.0)
     corruptions: list[str] = setting(list(CORRUPTIONS), "kinds of corruption to draw from",

@@ -51,6 +51,7 @@ class ClientActor:
     """Runs the ClientApp for its nodes; wrapped with ``ray.remote`` by the pool."""
 
     def __init__(self, client_app_ref: str, profile: str, timer: str) -> None:
+        os.environ["FEDSIM_ACTOR"] = "1"  # lets injected actor kills (faults) end this process
         self.app = load_app(client_app_ref)
         self.profile = profile
         self.timer = time.thread_time if timer == "cpu" else time.perf_counter

@@ -49,3 +49,19 @@ def test_each_corruption_changes_what_a_checker_sees(kind: str) -> None:
     bad = corrupt(good, kind)
     a, b = good["0"], bad["0"]
     assert (a.shape, a.dtype) != (b.shape, b.dtype) or not np.isfinite(b.numpy()).all()
+
+
+@pytest.mark.slow
+def test_killed_actors_are_replaced_and_the_run_completes(tmp_path: Path) -> None:
+    faults = FaultConfig(actor_kill_rate=0.1)
+    kills = _expected_counts(faults, "kill", 4, 10)
+    assert sum(kills) > 0
+    code, run_dir = run_cli(tmp_path / "k", "train.rounds=4", "faults.actor_kill_rate=0.1",
+                            engine="ray")
+    assert code == 0
+    rows = read_metrics(run_dir)[1:]
+    for row, killed in zip(rows, kills, strict=True):
+        lost = row["train_failures"] + row.get("crashed_clients", 0)
+        assert (lost > 0) == (killed > 0)
+        assert row["train_replies"] + row["train_failures"] <= 10
+    assert rows[-1]["central_accuracy"] > 0.6
