@@ -1,0 +1,1 @@
+"""The results folder of a run: resolved config, metrics.jsonl, summary.json and plots."""

@@ -1,0 +1,74 @@
+"""Writes a run's results folder as the run goes, one flushed line per round.
+
+Layout of a results folder::
+
+    config.toml     the resolved configuration (every default explicit)
+    metrics.jsonl   one JSON object per round (round 0 = the initial model)
+    summary.json    final and best accuracy, rounds and uplink to the target, totals
+    *.png           plots (accuracy against round and against cumulative uplink)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.toml"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe value: NaN/Inf become None, numpy scalars become Python numbers."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All round records of a run (tolerates a partially written last line)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+class ResultsWriter:
+    """Appends round records to metrics.jsonl and writes summary.json at the end."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write_round(self, record: dict[str, Any]) -> None:
+        self._metrics.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+        self._metrics.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+
+    def close(self) -> None:
+        self._metrics.close()
