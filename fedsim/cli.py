@@ -1,6 +1,7 @@
 """The ``fedsim`` command line: run, compare and list experiments.
 
     fedsim run CONFIG [--set key=value ...] [--engine ENGINE] [--out DIR]
+    fedsim run --resume RUN_DIR
     fedsim compare RUN_DIR... [--out DIR]
     fedsim list
 """
@@ -8,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -45,18 +47,49 @@ def new_run_dir(out: str | None, parent: str, name: str) -> Path:
     return run_dir
 
 
+RUN_FILE = "run.json"
+
+
+def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
+    """The results folder, resolved config and engine of the run to continue."""
+    from fedsim.checkpoint import CHECKPOINT_FILE
+    from fedsim.results.writer import CONFIG_FILE
+
+    run_dir = Path(args.resume)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise ConfigError("--resume", str(run_dir), "a fedsim results folder (with config.toml)")
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        raise ConfigError("--resume", str(run_dir), "a run with a checkpoint (it stopped before "
+                          "its first checkpoint, or output.checkpoint_every = 0): start it again")
+    if args.set or args.config:
+        raise ConfigError("--resume", str(run_dir), "given alone: a resumed run keeps its "
+                          "config (no CONFIG or --set)")
+    cfg = load_config(run_dir / CONFIG_FILE)
+    run_file = run_dir / RUN_FILE
+    engine = json.loads(run_file.read_text())["engine"] if run_file.exists() else args.engine
+    return run_dir, cfg, engine
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.engine import run_engine
     from fedsim.progress import RoundProgress
     from fedsim.results.writer import CONFIG_FILE, SUMMARY_FILE
-
     from fedsim.tasks.task import preflight
 
-    cfg = load_config(args.config, args.set)
-    preflight(cfg.task, cfg.seed)
-    run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name)
-    config_path = (run_dir / CONFIG_FILE).resolve()
-    save_config(cfg, config_path)
+    if args.resume:
+        run_dir, cfg, engine = resume_target(args)
+        config_path = (run_dir / CONFIG_FILE).resolve()
+    else:
+        if not args.config:
+            raise ConfigError("CONFIG", None, "an experiment file (or --resume RUN_DIR)")
+        cfg = load_config(args.config, args.set)
+        preflight(cfg.task, cfg.seed)
+        engine = args.engine
+        run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name)
+        config_path = (run_dir / CONFIG_FILE).resolve()
+        save_config(cfg, config_path)
+        (run_dir / RUN_FILE).write_text(json.dumps({"engine": engine}) + "\n")
+    args.engine = engine
     print(f"fedsim: {cfg.name}: {cfg.strategy_name} on {cfg.task.dataset} "
           f"({cfg.task.num_clients} clients, {cfg.train.rounds} rounds, engine {args.engine})"
           f"\nresults: {run_dir}", file=sys.stderr)
@@ -66,15 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_engine(args.engine, cfg, config_path, run_dir)
     except KeyboardInterrupt:
         progress.stop()
-        print(f"fedsim: interrupted; the rounds finished so far are in {run_dir}",
-              file=sys.stderr)
+        print(f"fedsim: interrupted; the rounds finished so far are in {run_dir}; continue "
+              f"with: fedsim run --resume {run_dir}", file=sys.stderr)
         return 130
     finally:
         progress.stop()
     summary_path = run_dir / SUMMARY_FILE
     if summary_path.exists():
-        import json
-
         s = json.loads(summary_path.read_text())
         acc = s.get("final_accuracy")
         print(f"fedsim: done in {s.get('wall_seconds') or 0:.1f} s; final accuracy "
@@ -124,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a federated experiment from a TOML config")
-    run.add_argument("config", help="experiment file, e.g. configs/quickstart.toml")
+    run.add_argument("config", nargs="?", help="experiment file, e.g. configs/quickstart.toml")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run from its last checkpoint")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set train.rounds=50 (repeatable)")
     run.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,

@@ -18,10 +18,21 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from clients.setup import SETUP_KEY, ClientSetup
+from fedsim.checkpoint import (
+    Checkpoint,
+    arrays_to_numpy,
+    capture_rng,
+    load_checkpoint,
+    numpy_to_arrays,
+    object_state,
+    restore_rng,
+    save_checkpoint,
+    truncate_metrics,
+)
 from fedsim.config.schema import ExperimentConfig
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
-from fedsim.results.writer import ResultsWriter, read_metrics
+from fedsim.results.writer import METRICS_FILE, ResultsWriter, read_metrics
 from fedsim.tasks.task import central_test, initial_arrays, new_model
 from fedsim.tasks.training import evaluate
 from strategies.registry import Sampling, get_strategy
@@ -84,6 +95,26 @@ def _metric_values(record: Any, prefix: str) -> dict[str, float]:
             if k != "num-examples"}
 
 
+def _export_client_states(grid: Grid) -> dict[int, Any] | None:
+    """Client state held by the engine, by partition id (None if the engine cannot export)."""
+    export = getattr(grid, "export_client_states", None)
+    return export() if export else None
+
+
+def _resume(ckpt: Checkpoint, strategy: Any, meter: RoundMeter | None, grid: Grid,
+            run_dir: Path) -> tuple[int, float, ArrayRecord]:
+    """Restore a checkpoint; return (first round to run, clock offset, global arrays)."""
+    vars(strategy).update(ckpt.strategy_state)
+    if meter is not None and ckpt.meter_state is not None:
+        vars(meter).update(ckpt.meter_state)
+    if ckpt.client_states is not None and hasattr(grid, "import_client_states"):
+        grid.import_client_states(ckpt.client_states)
+    restore_rng(ckpt.rng)
+    truncate_metrics(run_dir / METRICS_FILE, ckpt.metrics_lines)
+    log.info("resuming after round %d", ckpt.round)
+    return ckpt.round + 1, ckpt.wall_seconds, numpy_to_arrays(ckpt.arrays)
+
+
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                    meter: RoundMeter | None = None) -> dict[str, Any]:
     """Run all rounds of ``cfg`` over ``grid``, writing the results folder ``run_dir``."""
@@ -99,10 +130,25 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     setup = ClientSetup.from_experiment(cfg).to_json()
     evaluator = CentralEvaluator(cfg)
     arrays = initial_arrays(cfg.task, cfg.seed)
+    first_round, clock_offset = 1, 0.0
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is not None:
+        first_round, clock_offset, arrays = _resume(ckpt, strategy, meter, grid, run_dir)
     writer = ResultsWriter(run_dir)
+
+    def checkpoint(done: int) -> None:
+        save_checkpoint(run_dir, Checkpoint(
+            round=done, arrays=arrays_to_numpy(arrays), strategy_state=object_state(strategy),
+            meter_state=object_state(meter) if meter else None,
+            client_states=_export_client_states(grid),
+            wall_seconds=clock_offset + time.monotonic() - start,
+            metrics_lines=done + 1, rng=capture_rng()))
+
+    done = first_round - 1
     try:
-        writer.write_round({"round": 0, **evaluator(arrays), "wall_seconds": 0.0})
-        for rnd in range(1, cfg.train.rounds + 1):
+        if ckpt is None:
+            writer.write_round({"round": 0, **evaluator(arrays), "wall_seconds": 0.0})
+        for rnd in range(first_round, cfg.train.rounds + 1):
             t_round = time.monotonic()
             record: dict[str, Any] = {"round": rnd}
             messages = list(strategy.configure_train(
@@ -129,8 +175,16 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
                 record.update(evaluator(arrays))
             record["round_seconds"] = time.monotonic() - t_round
-            record["wall_seconds"] = time.monotonic() - start
+            record["wall_seconds"] = clock_offset + time.monotonic() - start
             writer.write_round(record)
+            done = rnd
+            every = cfg.output.checkpoint_every
+            if every and (rnd % every == 0 or rnd == cfg.train.rounds):
+                checkpoint(rnd)
+    except KeyboardInterrupt:
+        if cfg.output.checkpoint_every and done >= first_round:
+            checkpoint(done)
+        raise
     finally:
         writer.close()
     rows = read_metrics(run_dir)

@@ -77,6 +77,8 @@ class OutputConfig:
 
     dir: str = setting("results", "parent folder of the run's results folder")
     plots: bool = setting(True, "write PNG plots at the end of the run")
+    checkpoint_every: int = setting(5, "write a resumable checkpoint every k rounds (0: never)",
+                                    low=0)
 
 
 @dataclass

@@ -97,6 +97,17 @@ class InProcessGrid(Grid):
                          timeout: float | None = None) -> Iterable[Message]:
         return list(self.pull_messages(self.push_messages(messages)))
 
+    # -- client state (for checkpoints) ---------------------------------------------------
+    def export_client_states(self) -> dict[int, RecordDict]:
+        """Each node's persistent ``Context.state``, by partition id."""
+        return {int(ctx.node_config["partition-id"]): ctx.state for ctx in self.contexts.values()}
+
+    def import_client_states(self, states: dict[int, RecordDict]) -> None:
+        for ctx in self.contexts.values():
+            pid = int(ctx.node_config["partition-id"])
+            if pid in states:
+                ctx.state = states[pid]
+
     # -- client execution -----------------------------------------------------------------
     def _handle(self, msg: Message) -> Message:
         context = self.contexts.get(msg.metadata.dst_node_id)
