@@ -8,6 +8,7 @@ bounded by a timeout, so a SuperLink that stops answering cannot hang the caller
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -127,10 +128,8 @@ def wait_finished(home: Path, run_id: int, timeout: float, poll: float = 2.0) ->
 
 def stop_run(home: Path, run_id: int) -> None:
     """Ask the SuperLink to stop a run (errors ignored: it may have finished)."""
-    try:
+    with contextlib.suppress(DeployError):
         flwr(["stop", str(run_id)], home, timeout=30.0)
-    except DeployError:
-        pass
 
 
 def run_log(home: Path, run_id: int, timeout: float = 30.0) -> str:

@@ -121,10 +121,8 @@ def stop_group(popen: subprocess.Popen, grace: float = 10.0) -> None:
     else:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         popen.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
     if pgid is not None and pgid != os.getpgid(0):
         # the leader may be gone while children of the group linger
         deadline = time.monotonic() + (grace if popen.poll() is None else 2.0)
