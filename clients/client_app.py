@@ -11,6 +11,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.faults import before_training, corrupt, draw_faults
 from clients.runtime import local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, parse_setup
 from fedsim.tasks.task import augmentation
@@ -41,6 +42,8 @@ def train(msg: Message, context: Context) -> Message:
     setup = parse_setup(str(config[SETUP_KEY]))
     server_round = int(config["server-round"])
     pid = _partition_id(context)
+    drawn = draw_faults(setup.faults, setup.seed, pid, server_round)
+    before_training(drawn)
     train_data, _ = local_data(setup, pid)
     model = model_for(setup)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
@@ -57,7 +60,8 @@ def train(msg: Message, context: Context) -> Message:
         noise_seed=round_seed(setup.seed, pid, server_round, 1)))
     metrics = {k: float(v) for k, v in update.metrics.items()}
     metrics["num-examples"] = len(train_data)
-    content = RecordDict({"arrays": update.arrays, "metrics": MetricRecord(metrics),
+    arrays = corrupt(update.arrays, str(drawn["corrupt"])) if drawn["corrupt"] else update.arrays
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics),
                           **update.extra})
     return Message(content, reply_to=msg)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedsim.config.build import build_dataclass, to_dict
-from fedsim.config.schema import ExperimentConfig, TaskConfig, TrainConfig
+from fedsim.config.schema import ExperimentConfig, FaultConfig, TaskConfig, TrainConfig
 
 SETUP_KEY = "fedsim"
 
@@ -27,15 +27,18 @@ class ClientSetup:
     train: TrainConfig
     strategy: dict[str, Any]
     seed: int
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
     def to_json(self) -> str:
-        return json.dumps({"task": to_dict(self.task), "train": to_dict(self.train),
-                           "strategy": self.strategy, "seed": self.seed},
-                          separators=(",", ":"), sort_keys=True)
+        doc = {"task": to_dict(self.task), "train": to_dict(self.train),
+               "strategy": self.strategy, "seed": self.seed}
+        if self.faults != FaultConfig():
+            doc["faults"] = to_dict(self.faults)
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
     @staticmethod
     def from_experiment(cfg: ExperimentConfig) -> ClientSetup:
-        return ClientSetup(cfg.task, cfg.train, dict(cfg.strategy), cfg.seed)
+        return ClientSetup(cfg.task, cfg.train, dict(cfg.strategy), cfg.seed, cfg.faults)
 
 
 @functools.lru_cache(maxsize=8)
@@ -44,4 +47,5 @@ def parse_setup(text: str) -> ClientSetup:
     data = json.loads(text)
     return ClientSetup(build_dataclass(TaskConfig, data["task"], "task."),
                        build_dataclass(TrainConfig, data["train"], "train."),
-                       data["strategy"], int(data["seed"]))
+                       data["strategy"], int(data["seed"]),
+                       build_dataclass(FaultConfig, data.get("faults", {}), "faults."))

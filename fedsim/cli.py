@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from fedsim.config import ConfigError, load_config, save_config
+from fedsim.run_dirs import RUN_FILE, new_run_dir
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXIT_USAGE = 2
@@ -27,27 +28,6 @@ def _quiet_logs() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def new_run_dir(out: str | None, parent: str, name: str) -> Path:
-    """The results folder of a new run; never an existing non-empty folder."""
-    if out:
-        run_dir = Path(out)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError("--out", out, "a new or empty folder (it holds another run's "
-                              "results; choose another --out)")
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(parent) / f"{name}-{stamp}"
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = Path(parent) / f"{name}-{stamp}-{suffix}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-RUN_FILE = "run.json"
 
 
 def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:

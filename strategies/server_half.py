@@ -18,8 +18,62 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+
+
+def metrics_reply_problem(msg: Message) -> str | None:
+    """A reply must hold exactly one MetricRecord ``metrics`` with a scalar ``num-examples``."""
+    content = msg.content
+    if len(content.metric_records) != 1 or "metrics" not in content.metric_records:
+        return "expected exactly one MetricRecord 'metrics'"
+    n = content["metrics"].get("num-examples")
+    if not isinstance(n, (int, float)) or isinstance(n, bool) or n < 0:
+        return f"metrics.num-examples = {n!r} is not a non-negative number"
+    return None
+
+
+def model_reply_problem(msg: Message, expected: dict[str, tuple[tuple[int, ...], str]]) -> (
+        str | None):
+    """What is wrong with a reply that should carry a full model (None: nothing)."""
+    content = msg.content
+    if len(content.array_records) != 1 or "arrays" not in content.array_records:
+        return "expected exactly one ArrayRecord 'arrays'"
+    if (problem := metrics_reply_problem(msg)) is not None:
+        return problem
+    arrays = content["arrays"]
+    if expected and set(arrays.keys()) != set(expected):
+        return f"array keys {sorted(arrays.keys())} differ from the model's"
+    for key, array in arrays.items():
+        if key in expected and (tuple(array.shape), array.dtype) != expected[key]:
+            return (f"array {key!r} is {array.dtype}{list(array.shape)}, expected "
+                    f"{expected[key][1]}{list(expected[key][0])}")
+        try:
+            values = array.numpy()
+        except Exception as err:  # noqa: BLE001 - any undecodable payload is malformed
+            return f"array {key!r} cannot be decoded ({err})"
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            return f"array {key!r} holds NaN or Inf"
+    return None
+
+
+def keep_model_dtypes(arrays: ArrayRecord | None,
+                      expected: dict[str, tuple[tuple[int, ...], str]]) -> ArrayRecord | None:
+    """Cast aggregated arrays back to the global model's dtypes.
+
+    Flower's FedOpt family computes its step in float64 (numpy promotes), which would silently
+    turn a float32 model into float64 after one round and double the downlink.
+    """
+    if arrays is None or not expected or all(
+            key not in expected or a.dtype == expected[key][1] for key, a in arrays.items()):
+        return arrays
+    out = {}
+    for key, array in arrays.items():
+        value = array.numpy()
+        if key in expected and str(value.dtype) != expected[key][1]:
+            value = value.astype(expected[key][1])
+        out[key] = Array(np.ascontiguousarray(value))
+    return ArrayRecord(out)
 
 
 class FedsimStrategyMixin:
@@ -57,6 +111,7 @@ class FedsimStrategyMixin:
                         grid: Grid) -> Iterable[Message]:
         self._round, self._grid = server_round, grid
         self.round_report, self.rejections = {}, []
+        self.expected_arrays = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
         return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -70,8 +125,13 @@ class FedsimStrategyMixin:
             self, "node_partitions", None) else -1
 
     def reject_reason(self, msg: Message) -> str | None:
-        """Why a reply must not be aggregated (None: it is fine). Strategies extend this."""
-        return None
+        """Why a reply must not be aggregated (None: it is fine).
+
+        The default suits strategies whose uplink is the whole model: one ArrayRecord
+        ``arrays`` with the global model's keys, shapes and dtypes, all finite, and one
+        MetricRecord with a scalar ``num-examples``. Strategies with encoded uplinks override it.
+        """
+        return model_reply_problem(msg, getattr(self, "expected_arrays", {}))
 
     def screen_replies(self, replies: Iterable[Message], phase: str) -> list[Message]:
         """Ordered, well-formed replies; failures and rejections are counted per phase."""
@@ -80,7 +140,8 @@ class FedsimStrategyMixin:
         for msg in sorted(replies, key=self.partition_of):
             if msg.has_error():
                 failed += 1
-            elif (reason := self.reject_reason(msg)) is not None:
+            elif (reason := (self.reject_reason(msg) if phase == "train"
+                             else metrics_reply_problem(msg))) is not None:
                 rejected += 1
                 self.rejections.append({"round": self._round, "phase": phase,
                                         "partition": self.partition_of(msg), "reason": reason})
@@ -94,7 +155,8 @@ class FedsimStrategyMixin:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
             ArrayRecord | None, MetricRecord | None]:
         kept = self.screen_replies(replies, "train")
-        return super().aggregate_train(server_round, kept)  # type: ignore[misc]
+        arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
+        return keep_model_dtypes(arrays, getattr(self, "expected_arrays", {})), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
         kept = self.screen_replies(replies, "evaluate")

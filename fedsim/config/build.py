@@ -51,6 +51,14 @@ def check_value(path: str, value: Any, expected: type, f: dataclasses.Field) -> 
     return value
 
 
+def check_list(path: str, value: Any, item_type: type, f: dataclasses.Field) -> list[Any]:
+    """Check a non-empty list whose items each satisfy the field's constraints."""
+    if not isinstance(value, list) or not value:
+        each = describe_allowed(f, item_type)
+        raise ConfigError(path, value, f"expected a non-empty list, each {each}")
+    return [check_value(f"{path}[{i}]", item, item_type, f) for i, item in enumerate(value)]
+
+
 def build_dataclass(cls: type[T], data: Any, prefix: str = "") -> T:
     """Build ``cls`` from ``data``, raising ConfigError that names the first bad field."""
     where = prefix.rstrip(".") or "config"
@@ -69,6 +77,8 @@ def build_dataclass(cls: type[T], data: Any, prefix: str = "") -> T:
         value = data[name]
         if dataclasses.is_dataclass(expected):
             kwargs[name] = build_dataclass(expected, value, f"{prefix}{name}.")
+        elif typing.get_origin(expected) is list:
+            kwargs[name] = check_list(f"{prefix}{name}", value, typing.get_args(expected)[0], f)
         elif typing.get_origin(expected) is dict:
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{name}", value, "expected a table of settings")

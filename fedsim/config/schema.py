@@ -81,6 +81,23 @@ class OutputConfig:
                                     low=0)
 
 
+CORRUPTIONS = ("nan", "inf", "shape", "dtype", "truncate")
+
+
+@dataclass
+class FaultConfig:
+    """Injected faults, drawn per (seed, client, round): the run must survive all of them."""
+
+    client_exception_rate: float = setting(0.0, "probability a client's training raises",
+                                           low=0.0, high=1.0)
+    straggler_rate: float = setting(0.0, "probability a client is delayed", low=0.0, high=1.0)
+    straggler_delay: float = setting(1.0, "seconds a straggler waits before training", low=0.0)
+    corrupt_rate: float = setting(0.0, "probability a client's reply is corrupted",
+                                  low=0.0, high=1.0)
+    corruptions: list[str] = setting(list(CORRUPTIONS), "kinds of corruption to draw from",
+                                     choices=CORRUPTIONS)
+
+
 @dataclass
 class ExperimentConfig:
     """One federated experiment: the whole resolved configuration of a run."""
@@ -93,6 +110,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
     @property
     def strategy_name(self) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 
 from fedsim.results.writer import read_metrics
 from strategies import local_sgd
+
+from helpers import run_cli
 
 
 def test_client_exception_is_counted_not_fatal(tmp_path: Path,

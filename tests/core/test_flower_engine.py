@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from helpers import metrics_without_times, run_cli
 
 FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import metrics_without_times, run_cli, summary
 
 from fedsim.cli import main
 from fedsim.results.writer import read_metrics
+
+from helpers import metrics_without_times, run_cli, summary
 
 SHORT = ("train.rounds=6", "eval.federated_every=3")
 

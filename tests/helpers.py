@@ -9,7 +9,7 @@ from typing import Any
 from fedsim.cli import main
 from fedsim.results.writer import read_metrics
 
-QUICKSTART = str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.toml")
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.toml")
 
 
 def run_cli(out: Path, *overrides: str, engine: str = "inprocess",

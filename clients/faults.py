@@ -1,0 +1,65 @@
+"""Fault injection on the client: exceptions, straggler delays and corrupted replies.
+
+Every decision is drawn from (seed, partition, round), so a faulty run is as reproducible as a
+clean one and a test can tell exactly which replies were corrupted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+from fedsim.config.schema import FaultConfig
+
+FAULT_STREAM = 2
+
+
+class InjectedFault(RuntimeError):
+    """A client failure injected by the experiment's [faults] settings."""
+
+
+def fault_rng(seed: int, partition_id: int, server_round: int) -> np.random.Generator:
+    return np.random.default_rng([seed, partition_id, server_round, FAULT_STREAM])
+
+
+def draw_faults(faults: FaultConfig, seed: int, partition_id: int,
+                server_round: int) -> dict[str, object]:
+    """Which faults hit this client in this round: ``raise``, ``delay`` and ``corrupt``."""
+    rng = fault_rng(seed, partition_id, server_round)
+    u = rng.random(3)
+    return {
+        "raise": bool(u[0] < faults.client_exception_rate),
+        "delay": faults.straggler_delay if u[1] < faults.straggler_rate else 0.0,
+        "corrupt": (str(rng.choice(faults.corruptions)) if u[2] < faults.corrupt_rate
+                    else None),
+    }
+
+
+def before_training(drawn: dict[str, object]) -> None:
+    if drawn["delay"]:
+        time.sleep(float(drawn["delay"]))
+    if drawn["raise"]:
+        raise InjectedFault("injected client exception (faults.client_exception_rate)")
+
+
+def corrupt(arrays: ArrayRecord, kind: str) -> ArrayRecord:
+    """A copy of ``arrays`` with its first array damaged the way ``kind`` says."""
+    items = {k: a.numpy().copy() for k, a in arrays.items()}
+    key = next(iter(items))
+    x = items[key]
+    if kind == "nan":
+        x = x.astype(np.float32) if x.dtype.kind != "f" else x
+        x.reshape(-1)[0] = np.nan
+    elif kind == "inf":
+        x = x.astype(np.float32) if x.dtype.kind != "f" else x
+        x.reshape(-1)[-1] = np.inf
+    elif kind == "shape":
+        x = x.reshape(-1)[:-1]
+    elif kind == "dtype":
+        x = x.astype(np.float64) if x.dtype != np.float64 else x.astype(np.float32)
+    elif kind == "truncate":
+        x = x.reshape(-1)[: max(1, x.size // 2)]
+    items[key] = x
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in items.items()})
