@@ -166,8 +166,9 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.cli import new_run_dir
     from fedsim.config import load_config, save_config
+    from fedsim.results.writer import CONFIG_FILE
+    from fedsim.run_dirs import new_run_dir
     from fedsim.tasks.task import preflight
 
     conn = _connection(args)
@@ -175,8 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     preflight(cfg.task, cfg.seed)
     conn.check()
     run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name).resolve()
-    save_config(cfg, run_dir / "config.toml")
-    text = (run_dir / "config.toml").read_text()
+    save_config(cfg, run_dir / CONFIG_FILE)
+    text = (run_dir / CONFIG_FILE).read_text()
     print(f"fedsim: {cfg.name}: {cfg.strategy_name} on {cfg.task.dataset} over the SuperLink "
           f"at {conn.address} (waits for {cfg.task.num_clients} SuperNodes)\n"
           f"results: {run_dir}", file=sys.stderr)

@@ -10,12 +10,15 @@ the cross-check against the SuperLink's counters.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.deploy.wire import CountingGrid
+from fedsim.results.writer import CONFIG_FILE
+from fedsim.run_dirs import RUN_FILE
 from fedsim.server_app import main as fedsim_main
 
 WIRE_FILE = "wire.json"
@@ -28,9 +31,12 @@ def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
     run_dir = Path(str(rc["results-dir"])).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.toml"
+    config_path = run_dir / CONFIG_FILE
     if str(rc.get("config-toml", "")):
         config_path.write_text(str(rc["config-toml"]))
+    # marks the folder as this run's results folder for fedsim's ServerApp
+    (run_dir / RUN_FILE).write_text(json.dumps({"engine": "deploy",
+                                                "superlink_run_id": context.run_id}) + "\n")
     inner = Context(run_id=context.run_id, node_id=context.node_id,
                     node_config=context.node_config, state=context.state,
                     run_config={**rc, "config-path": str(config_path.resolve())})
