@@ -5,7 +5,7 @@
     fedsim deploy superlink --certs DIR [--host H] [--port P] [--insecure] [--no-auth]
     fedsim deploy register KEY.pub [...] --superlink ADDR --root-certificates CA
     fedsim deploy supernode --superlink ADDR --root-certificates CA --key KEY
-                            --partition-id I --num-partitions N [--dataset D | --data-path P]
+                            --partition-id I --num-partitions N [--dataset D] [--data-path P]
                             [--profile NAME]
     fedsim deploy run CONFIG --superlink ADDR --root-certificates CA [--out DIR]
     fedsim deploy status --superlink ADDR --root-certificates CA [--run-id ID]
@@ -109,22 +109,23 @@ def cmd_superlink(args: argparse.Namespace) -> int:
 
 
 def _node_config(args: argparse.Namespace) -> dict[str, str | int]:
-    config: dict[str, str | int] = {}
+    """Node config of a SuperNode: its slot (partition id), data, dataset name and profile."""
+    if args.partition_id is None or args.num_partitions is None:
+        raise DeployError("the SuperNode needs its local data",
+                          "pass --partition-id I --num-partitions N (its partition of the "
+                          "experiment's dataset; N = task.num_clients), plus --data-path FILE "
+                          "to use the client's own data in that slot")
+    if not 0 <= args.partition_id < args.num_partitions:
+        raise DeployError("--partition-id needs 0 <= id < N (--num-partitions)",
+                          "e.g. --partition-id 0 --num-partitions 10")
+    config: dict[str, str | int] = {"partition-id": args.partition_id,
+                                    "num-partitions": args.num_partitions}
     if args.data_path:
         path = Path(args.data_path).expanduser()
-        if not path.exists():
-            raise DeployError(f"--data-path {path} does not exist", "give the client's data file")
+        if not path.is_file():
+            raise DeployError(f"--data-path {path} does not exist",
+                              "give the client's .npz file (arrays x and y)")
         config["data-path"] = str(path.resolve())
-    if args.partition_id is not None:
-        if args.num_partitions is None or not 0 <= args.partition_id < args.num_partitions:
-            raise DeployError("--partition-id needs --num-partitions N with 0 <= id < N",
-                              "e.g. --partition-id 0 --num-partitions 10")
-        config["partition-id"] = args.partition_id
-        config["num-partitions"] = args.num_partitions
-    elif not args.data_path:
-        raise DeployError("the SuperNode needs its local data",
-                          "pass --partition-id I --num-partitions N (of --dataset) or "
-                          "--data-path FILE")
     if args.dataset:
         config["dataset"] = args.dataset
     if args.profile:
@@ -132,7 +133,7 @@ def _node_config(args: argparse.Namespace) -> dict[str, str | int]:
     for item in args.node_config:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise DeployError(f"--node-config {item!r} is not KEY=VALUE", "e.g. site=\"lab-2\"")
+            raise DeployError(f"--node-config {item!r} is not KEY=VALUE", 'e.g. site="lab-2"')
         config[key] = int(value) if value.lstrip("-").isdigit() else value.strip('"')
     return config
 
@@ -279,7 +280,7 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--partition-id", type=int, help="which partition of the dataset")
     p.add_argument("--num-partitions", type=int, help="into how many parts it is split")
     p.add_argument("--dataset", help="named dataset (must match the experiment's task)")
-    p.add_argument("--data-path", help="the client's own data file instead of a partition")
+    p.add_argument("--data-path", help="the client's own data (.npz with x, y) in its slot")
     p.add_argument("--profile", help="device profile name")
     p.add_argument("--node-config", action="append", default=[], metavar="KEY=VALUE",
                    help="extra node config entries (repeatable)")

@@ -25,8 +25,7 @@ from fedsim.deploy.errors import DeployError
 from fedsim.deploy.home import flower_bin, write_connection
 from fedsim.deploy.probe import check_superlink
 from fedsim.deploy.processes import launch
-from fedsim.deploy.server_app import WIRE_FILE
-from fedsim.deploy.wire import cross_check
+from fedsim.deploy.wire import WIRE_FILE, cross_check
 
 DEPLOYMENT_FILE = "deployment.json"
 SERVER_LOG = "server.log"

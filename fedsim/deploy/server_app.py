@@ -16,12 +16,11 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim.deploy.wire import CountingGrid
+from fedsim.deploy.wire import WIRE_FILE, CountingGrid
 from fedsim.results.writer import CONFIG_FILE
 from fedsim.run_dirs import RUN_FILE
 from fedsim.server_app import main as fedsim_main
 
-WIRE_FILE = "wire.json"
 app = ServerApp()
 
 

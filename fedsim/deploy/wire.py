@@ -26,6 +26,7 @@ from flwr.serverapp import Grid
 
 INBOUND_OVERHEAD_PER_REPLY = 645  # reference/flower-1.41.md §9 (613 B measured in tests/deploy)
 RELATIVE_TOLERANCE = 0.01
+WIRE_FILE = "wire.json"
 
 
 def tree_bytes(msg: Message) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 from fedsim.deploy import credentials
 from fedsim.deploy.processes import FlowerProcess
 
-STOCK_APP = Path(__file__).parent / "stockapp"
 FLOWER_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
                 "flwr-clientapp")
 
@@ -44,6 +42,12 @@ class Tracker:
         self.procs.append(proc)
         self.snapshot()
         return proc
+
+    def app_processes(self) -> list[str]:
+        """Running ServerApp/ClientApp processes under the tracked processes."""
+        self.snapshot()
+        return [c for c in descendants_alive(self.pids)
+                if "flwr-serverapp" in c or "flwr-clientapp" in c]
 
     def snapshot(self) -> None:
         for proc in self.procs:
@@ -78,11 +82,3 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("node1", "node2", "intruder"):
         credentials.create_node_keys(out, name)
     return out
-
-
-@pytest.fixture
-def stock_app(tmp_path: Path) -> Path:
-    """A copy of the stock Flower app (FedAvg + NumPy logistic regression on digits)."""
-    dst = tmp_path / "stockapp"
-    shutil.copytree(STOCK_APP, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    return dst
