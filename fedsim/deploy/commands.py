@@ -32,6 +32,7 @@ from fedsim.deploy import credentials, flwr_cli
 from fedsim.deploy.errors import EXIT_DEPLOY_ERROR, DeployError
 from fedsim.deploy.experiment import Connection, run_experiment
 from fedsim.deploy.nodes import SuperLinkSpec, SuperNodeSpec, start_superlink, start_supernode
+from fedsim.deploy.probe import split_address
 from fedsim.deploy.processes import stop_home
 
 DEFAULT_PORT = 9092
@@ -173,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.tasks.task import preflight
 
     conn = _connection(args)
+    split_address(conn.address)  # a malformed address fails before the config is loaded
     cfg = load_config(args.config, args.set)
     preflight(cfg.task, cfg.seed)
     conn.check()

@@ -89,9 +89,20 @@ def write_report(run_dir: Path, traffic: flwr_cli.Traffic) -> dict[str, Any]:
         wire = json.loads(wire_path.read_text())
         report["wire"] = wire
         report["inbound_check"] = cross_check(wire["uplink_tree_bytes"],
-                                              wire["uplink_messages"], traffic.inbound_bytes)
+                                              wire["uplink_messages"], traffic.inbound_bytes,
+                                              wire.get("uplink_envelope_bytes"))
+        down, n_down = wire["downlink_tree_bytes"], wire["downlink_messages"]
+        report["outbound_info"] = {  # no documented bound: envelopes and pull responses vary
+            "metered_downlink_tree_bytes": down, "instructions": n_down,
+            "superlink_outbound_bytes": traffic.outbound_bytes,
+            "overhead_per_message": ((traffic.outbound_bytes - down) / n_down
+                                     if n_down else None)}
         train = wire["uplink"].get("train", {})
         if "uplink_bytes" in report["meter"]:
+            # the meter counts train replies (error replies included); wire.json counts what
+            # crossed the network (replies made up by the SuperLink excluded)
+            report["meter_train_uplink_bytes"] = report["meter"]["uplink_bytes"]
+            report["wire_train_uplink_tree_bytes"] = train.get("tree_bytes")
             report["meter_matches_wire"] = (report["meter"]["uplink_bytes"]
                                             == train.get("tree_bytes"))
     (run_dir / DEPLOYMENT_FILE).write_text(json.dumps(report, indent=2) + "\n")

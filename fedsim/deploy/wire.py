@@ -5,8 +5,13 @@
 message type. The SuperLink's own per-run counters (``flwr ls --format json``) count the same
 objects plus the protobuf envelopes of each push/pull, so
 
-    inbound  ≈ Σ reply tree bytes  + ~645 B per reply     (PushMessages + PullMessages protos)
+    inbound  ≈ Σ reply tree bytes  + Σ envelope           (PushMessages + PullMessages protos)
     outbound ≈ Σ instruction tree bytes + a per-message envelope (measured, see docs)
+
+The envelope of a reply is recomputed here exactly as the SuperNode builds it (the
+PushMessagesRequest with the content-free message and its object tree, plus the
+PullMessagesRequest that fetched the instruction): ~500–700 B, growing with the number of
+objects (arrays) in the reply; reference §9 documents ~645 B.
 
 Replies the SuperLink makes up itself (a node that stopped heartbeating) never crossed the
 network; they are counted as failures, not as bytes.
@@ -40,18 +45,52 @@ def tree_bytes(msg: Message) -> int:
     return int(message_wire_bytes(msg))
 
 
-def cross_check(tree_bytes_up: int, replies: int, inbound_bytes: int) -> dict[str, Any]:
+def envelope_bytes(reply: Message) -> int:
+    """Protobuf bytes the SuperLink counts for a reply beyond its object tree.
+
+    The SuperNode's PushMessagesRequest (node, content-free message, object tree, ClientApp
+    runtime) plus the PullMessagesRequest that fetched the instruction.
+    """
+    from flwr.app.message.message import remove_content_from_message
+    from flwr.common.serde import message_to_proto
+    from flwr.proto.fleet_pb2 import PullMessagesRequest, PushMessagesRequest
+    from flwr.proto.node_pb2 import Node
+    from flwr.supercore.inflatable.inflatable_object import get_object_tree
+
+    node = Node(node_id=reply.metadata.src_node_id)
+    bare = remove_content_from_message(reply) if reply.has_content() else reply
+    push = PushMessagesRequest(node=node, messages_list=[message_to_proto(bare)],
+                               message_object_trees=[get_object_tree(reply)],
+                               clientapp_runtime_list=[1.0])
+    return push.ByteSize() + PullMessagesRequest(node=node).ByteSize()
+
+
+def cross_check(tree_bytes_up: int, replies: int, inbound_bytes: int,
+                envelopes: int | None = None) -> dict[str, Any]:
     """Compare metered uplink tree bytes with the SuperLink's inbound counter.
 
-    They agree when ``0 <= inbound - tree <= 1 % of tree + 645 B per reply`` (the envelope of
-    each PushMessages/PullMessages exchange is counted by the SuperLink, not by the meter).
+    They agree when ``0 <= inbound - tree <= 1 % of tree + per-message overhead``, the
+    overhead being the replies' envelopes as computed by :func:`envelope_bytes` when given,
+    else the documented 645 B per reply. ``predicted_inbound_bytes`` (tree + envelopes) and
+    its error are reported beside.
     """
     extra = inbound_bytes - tree_bytes_up
-    allowed = RELATIVE_TOLERANCE * tree_bytes_up + INBOUND_OVERHEAD_PER_REPLY * replies
-    return {"metered_uplink_tree_bytes": tree_bytes_up, "replies": replies,
-            "superlink_inbound_bytes": inbound_bytes, "difference_bytes": extra,
-            "overhead_per_reply": extra / replies if replies else None,
-            "allowed_difference_bytes": allowed, "agrees": 0 <= extra <= allowed}
+    overhead = INBOUND_OVERHEAD_PER_REPLY * replies if envelopes is None else envelopes
+    allowed = RELATIVE_TOLERANCE * tree_bytes_up + overhead
+    out = {"metered_uplink_tree_bytes": tree_bytes_up, "replies": replies,
+           "superlink_inbound_bytes": inbound_bytes, "difference_bytes": extra,
+           "overhead_per_reply": extra / replies if replies else None,
+           "documented_overhead_bytes": INBOUND_OVERHEAD_PER_REPLY * replies,
+           "agrees_documented_645": 0 <= extra <= RELATIVE_TOLERANCE * tree_bytes_up
+           + INBOUND_OVERHEAD_PER_REPLY * replies,
+           "allowed_difference_bytes": allowed, "agrees": 0 <= extra <= allowed}
+    if envelopes is not None:
+        predicted = tree_bytes_up + envelopes
+        out.update({"envelope_bytes": envelopes, "predicted_inbound_bytes": predicted,
+                    "prediction_error_bytes": inbound_bytes - predicted,
+                    "prediction_error_relative": (inbound_bytes - predicted) / inbound_bytes
+                    if inbound_bytes else None})
+    return out
 
 
 class CountingGrid(Grid):
@@ -60,7 +99,7 @@ class CountingGrid(Grid):
     def __init__(self, inner: Grid) -> None:
         self._inner = inner
         self.down: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # type -> [msgs, bytes]
-        self.up: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.up: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # + envelope bytes
         self.failed: dict[str, int] = defaultdict(int)  # type -> error replies from the link
         self.client_errors: dict[str, int] = defaultdict(int)
 
@@ -82,6 +121,7 @@ class CountingGrid(Grid):
             entry = self.up[kind]
             entry[0] += 1
             entry[1] += tree_bytes(r)
+            entry[2] += envelope_bytes(r)
 
     def totals(self) -> dict[str, Any]:
         """Per-type and total message counts and tree bytes, both directions."""
@@ -89,11 +129,13 @@ class CountingGrid(Grid):
         up_bytes = sum(v[1] for v in self.up.values())
         return {
             "downlink": {k: {"messages": v[0], "tree_bytes": v[1]} for k, v in self.down.items()},
-            "uplink": {k: {"messages": v[0], "tree_bytes": v[1]} for k, v in self.up.items()},
+            "uplink": {k: {"messages": v[0], "tree_bytes": v[1], "envelope_bytes": v[2]}
+                       for k, v in self.up.items()},
             "downlink_messages": sum(v[0] for v in self.down.values()),
             "downlink_tree_bytes": sum(v[1] for v in self.down.values()),
             "uplink_messages": up_msgs,
             "uplink_tree_bytes": up_bytes,
+            "uplink_envelope_bytes": sum(v[2] for v in self.up.values()),
             "unavailable_replies": dict(self.failed),
             "client_error_replies": dict(self.client_errors),
         }
