@@ -121,6 +121,7 @@ def test_two_rounds_meter_matches_superlink(deployment: Deployment) -> None:
           f"{json.dumps(report, indent=1)}")
     assert report["superlink"]["status"] == "finished:completed"
     assert check["agrees"], check
+    assert abs(check["prediction_error_relative"]) <= 0.01, check  # tree + exact envelopes
     assert check["replies"] == 2 + 4 + 2  # partition query, 2 x train, 1 x evaluate
     if "meter_matches_wire" in report:
         assert report["meter_matches_wire"]
@@ -155,7 +156,10 @@ def test_supernode_killed_mid_run_round_completes_with_survivor(
     assert (out / "summary.json").exists()
     report = json.loads((out / DEPLOYMENT_FILE).read_text())
     assert report["wire"]["unavailable_replies"] == {"train": 1}
-    assert report["inbound_check"]["agrees"], report["inbound_check"]
+    check = report["inbound_check"]
+    print(json.dumps(check, indent=1))
+    assert check["agrees"], check
+    assert abs(check["prediction_error_relative"]) <= 0.01, check
     assert not _no_app_processes(d)
 
 
