@@ -99,12 +99,14 @@ def write_report(run_dir: Path, traffic: flwr_cli.Traffic) -> dict[str, Any]:
                                      if n_down else None)}
         train = wire["uplink"].get("train", {})
         if "uplink_bytes" in report["meter"]:
-            # the meter counts train replies (error replies included); wire.json counts what
-            # crossed the network (replies made up by the SuperLink excluded)
+            # the meter counts every train reply, including the error replies the SuperLink
+            # makes up for a vanished node; those never crossed the network
+            made_up = wire.get("unavailable_reply_tree_bytes", {}).get("train", 0)
             report["meter_train_uplink_bytes"] = report["meter"]["uplink_bytes"]
-            report["wire_train_uplink_tree_bytes"] = train.get("tree_bytes")
+            report["wire_train_uplink_tree_bytes"] = train.get("tree_bytes", 0)
+            report["superlink_made_up_reply_bytes"] = made_up
             report["meter_matches_wire"] = (report["meter"]["uplink_bytes"]
-                                            == train.get("tree_bytes"))
+                                            == train.get("tree_bytes", 0) + made_up)
     (run_dir / DEPLOYMENT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 

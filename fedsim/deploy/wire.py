@@ -101,6 +101,7 @@ class CountingGrid(Grid):
         self.down: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # type -> [msgs, bytes]
         self.up: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # + envelope bytes
         self.failed: dict[str, int] = defaultdict(int)  # type -> error replies from the link
+        self.failed_bytes: dict[str, int] = defaultdict(int)
         self.client_errors: dict[str, int] = defaultdict(int)
 
     # -- accounting -------------------------------------------------------------------------
@@ -115,6 +116,7 @@ class CountingGrid(Grid):
             kind = r.metadata.message_type
             if r.metadata.src_node_id == SUPERLINK_NODE_ID:
                 self.failed[kind] += 1  # made up by the SuperLink (node unavailable, expired)
+                self.failed_bytes[kind] += tree_bytes(r)
                 continue
             if r.has_error():
                 self.client_errors[kind] += 1
@@ -137,6 +139,7 @@ class CountingGrid(Grid):
             "uplink_tree_bytes": up_bytes,
             "uplink_envelope_bytes": sum(v[2] for v in self.up.values()),
             "unavailable_replies": dict(self.failed),
+            "unavailable_reply_tree_bytes": dict(self.failed_bytes),
             "client_error_replies": dict(self.client_errors),
         }
 
