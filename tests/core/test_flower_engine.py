@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -9,21 +10,25 @@ import pytest
 
 from helpers import metrics_without_times, run_cli
 
-FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet")
 
-
-def _flower_processes() -> set[int]:
-    found = set()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if any(name in cmd for name in FLOWER_PROCESS_NAMES):
-            found.add(proc.pid)
+def _processes_with_home_under(root: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            home = proc.environ().get("FLWR_HOME", "")
+        except psutil.Error:
+            continue
+        if home.startswith(str(root)):
+            found.append(proc.pid)
     return found
 
 
 @pytest.mark.slow
-def test_flower_engine_matches_inprocess_and_leaves_nothing_running(tmp_path: Path) -> None:
-    before = _flower_processes()
+def test_flower_engine_matches_inprocess_and_leaves_nothing_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the run's FLWR_HOME goes here
     overrides = ("train.rounds=2", "train.clients_per_round=6", "eval.federated_every=2")
     code, flower_dir = run_cli(tmp_path / "flower", *overrides, engine="flower")
     assert code == 0
@@ -32,4 +37,5 @@ def test_flower_engine_matches_inprocess_and_leaves_nothing_running(tmp_path: Pa
     assert len(flower_rows) == 3
     assert flower_rows == metrics_without_times(local_dir)
     assert (flower_dir / "summary.json").exists()
-    assert _flower_processes() <= before, "flwr run left processes behind"
+    assert "Starting Flower Simulation" in (flower_dir / "flower.log").read_text()
+    assert _processes_with_home_under(scratch) == [], "flwr run left processes behind"
