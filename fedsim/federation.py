@@ -95,6 +95,22 @@ def _metric_values(record: Any, prefix: str) -> dict[str, float]:
             if k != "num-examples"}
 
 
+def _client_traffic(meter: RoundMeter, strategy: Any) -> dict[str, Any]:
+    """This round's uplink/downlink bytes of each client, keyed by partition id."""
+    records = getattr(meter, "client_records", None)
+    if records is None:
+        return {}
+    partitions = getattr(strategy, "node_partitions", {}) or {}
+    up, down = {}, {}
+    for rec in records():
+        pid = str(partitions.get(rec["node_id"], rec["node_id"]))
+        if rec["uplink_bytes"]:
+            up[pid] = rec["uplink_bytes"]
+        if rec["downlink_bytes"]:
+            down[pid] = rec["downlink_bytes"]
+    return {"uplink_bytes_by_client": up, "downlink_bytes_by_client": down}
+
+
 def _export_client_states(grid: Grid) -> dict[int, Any] | None:
     """Client state held by the engine, by partition id (None if the engine cannot export)."""
     export = getattr(grid, "export_client_states", None)
@@ -165,6 +181,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             record.update(strategy.round_report)
             if meter:
                 record.update(meter.end_round())
+                record.update(_client_traffic(meter, strategy))
             if fed_clients and _due(cfg.eval.federated_every, rnd, cfg.train.rounds):
                 eval_messages = list(strategy.configure_evaluate(
                     rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))

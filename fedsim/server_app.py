@@ -1,5 +1,6 @@
 """The fedsim ServerApp (Flower Message API): runs the experiment named by the run config key
-``config-path`` and writes its results folder. The same object runs under every engine.
+``config-path`` and writes its results folder, metering every message in both directions
+(``fedsim.comm.meter.CommMeter``). The same object runs under every engine.
 
 ``fedsim run`` passes the resolved config inside a new results folder (which holds
 ``run.json``). Started directly with ``flwr run .``, ``config-path`` may name any experiment
@@ -14,6 +15,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim.comm.meter import CommMeter
 from fedsim.config import load_config, save_config
 from fedsim.federation import run_federation
 from fedsim.results.writer import CONFIG_FILE
@@ -35,4 +37,4 @@ def main(grid: Grid, context: Context) -> None:
     else:
         run_dir = new_run_dir(None, cfg.output.dir, cfg.name)
         save_config(cfg, run_dir / CONFIG_FILE)
-    run_federation(grid, cfg, run_dir, meter=None)
+    run_federation(grid, cfg, run_dir, meter=CommMeter())

@@ -16,7 +16,17 @@ from flwr.serverapp.strategy import Strategy
 
 from strategies.client_half import ClientAlgorithm
 
-STRATEGY_MODULES = ("strategies.fedavg", "strategies.fedadam")
+STRATEGY_MODULES = (
+    "strategies.fedavg",
+    "strategies.fedadam",
+    "strategies.fedlion",
+    "strategies.zsignfedavg",
+    "strategies.signsgd",
+    "strategies.sto_signsgd",
+    "strategies.ef_signsgd",
+    "strategies.fedda",
+    "strategies.fafed",
+)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from fedsim.results.summary import summarize
 from fedsim.results.writer import SUMMARY_FILE, read_metrics
 
 COLUMNS = ("run", "strategy", "final acc", "best acc", "rounds to target", "uplink MB to target",
-           "bits/param/round", "total uplink MB")
+           "bits/param/round", "x vs fp32 FedAvg", "total uplink MB")
 
 
 def _fmt(value: Any, spec: str = "") -> str:
@@ -49,6 +49,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> str:
             _fmt(summary.get("best_accuracy"), ".3f"), _fmt(summary.get("rounds_to_target")),
             _fmt(to_target / 1e6 if to_target is not None else None, ".3f"),
             _fmt(summary.get("uplink_bits_per_param"), ".2f"),
+            _fmt(summary.get("compression_ratio_vs_fp32_fedavg"), ".2f"),
             _fmt(total / 1e6 if total is not None else None, ".3f"),
         ]) + " |")
     plot_runs(runs, out_dir, target)

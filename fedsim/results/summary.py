@@ -15,7 +15,13 @@ def first_round_reaching(rows: list[dict[str, Any]], key: str, target: float) ->
 
 
 def summarize(rows: list[dict[str, Any]], target_accuracy: float) -> dict[str, Any]:
-    """Final/best central accuracy, rounds and uplink to the target, and totals."""
+    """Final/best central accuracy, rounds and uplink to the target, and totals.
+
+    When the run was metered (``fedsim.comm.meter``): total and to-target uplink/downlink
+    bytes, the round means of bits per parameter (wire and payload), of bytes per client and
+    of bytes per round, and the compression ratio against fp32 FedAvg (32 bits per parameter
+    per client per round) over the measured wire size (and over the payload alone).
+    """
     evaluated = [r for r in rows if r.get("central_accuracy") is not None]
     final = evaluated[-1] if evaluated else {}
     best = max(evaluated, key=lambda r: r["central_accuracy"]) if evaluated else {}
@@ -38,8 +44,31 @@ def summarize(rows: list[dict[str, Any]], target_accuracy: float) -> dict[str, A
         summary["total_uplink_bytes"] = last["cumulative_uplink_bytes"]
         summary["total_downlink_bytes"] = last.get("cumulative_downlink_bytes")
         summary["uplink_bytes_to_target"] = hit.get("cumulative_uplink_bytes") if hit else None
-        per_round = [r["uplink_bits_per_param"] for r in trained
-                     if r.get("uplink_bits_per_param") is not None]
-        summary["uplink_bits_per_param"] = (sum(per_round) / len(per_round)
-                                            if per_round else None)
+        summary["downlink_bytes_to_target"] = (hit.get("cumulative_downlink_bytes") if hit
+                                               else None)
+        for key in ("uplink_bits_per_param", "uplink_payload_bits_per_param",
+                    "uplink_bytes_per_client", "downlink_bytes_per_client", "uplink_bytes",
+                    "downlink_bytes"):
+            summary[_mean_name(key)] = _mean_of(trained, key)
+        # the round mean of bits per parameter keeps its historical name
+        summary["uplink_bits_per_param"] = summary.pop("mean_uplink_bits_per_param")
+        bits = summary["uplink_bits_per_param"]
+        payload_bits = summary["mean_uplink_payload_bits_per_param"]
+        # fp32 FedAvg sends 32 bits per parameter per client and round
+        summary["compression_ratio_vs_fp32_fedavg"] = FP32_BITS / bits if bits else None
+        summary["payload_compression_ratio_vs_fp32_fedavg"] = (FP32_BITS / payload_bits
+                                                               if payload_bits else None)
     return summary
+
+
+FP32_BITS = 32
+
+
+def _mean_name(key: str) -> str:
+    return f"mean_{key}" if key.endswith("per_param") or key.endswith("per_client") \
+        else f"mean_{key}_per_round"
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return sum(values) / len(values) if values else None

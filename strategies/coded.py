@@ -1,0 +1,170 @@
+"""Server-half plumbing for strategies whose replies are encoded flat vectors.
+
+:class:`CodedStrategy` is what FedLion, z-SignFedAvg and the sign/momentum baselines share:
+
+- ``configure_train`` remembers the global model as one float64 vector ``self.x`` (layout of
+  ``strategies/vector.py``), reads the client learning rate γ from the setup document the
+  server sends (the same γ the clients use), and adds the strategy's extra downlink records
+  (``downlink_records``, e.g. FedLion's global momentum);
+- ``reject_reason`` decodes each reply with the codecs the strategy names
+  (``reply_codecs``: ArrayRecord key -> codec) through ``fedsim.comm.validate.decode_checked``;
+  a wrong key, length or dtype, NaN/Inf or a truncated bit payload rejects the reply (it is
+  counted in the round's ``train_rejected`` and the round goes on with the others);
+- ``aggregate_train`` hands the decoded vectors, in partition order, to ``server_step`` (the
+  paper's server update, a few lines of numpy in each strategy) and averages the metrics.
+
+The algorithm modules therefore contain only the paper's two halves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from clients.setup import SETUP_KEY, parse_setup
+from fedsim.comm.codec import Codec
+from fedsim.comm.validate import MalformedPayload, check_array, decode_checked
+from strategies.server_half import FedsimStrategyMixin
+from strategies.vector import Layout
+
+WEIGHT_KEY = "num-examples"
+
+
+def metrics_reject_reason(msg: Message, weight_key: str = WEIGHT_KEY) -> str | None:
+    """A reply must carry exactly one MetricRecord with a positive finite weight."""
+    records = msg.content.metric_records
+    if len(records) != 1:
+        return f"expected one MetricRecord, got {len(records)}"
+    weight = next(iter(records.values())).get(weight_key)
+    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        return f"metric {weight_key!r} missing or not a positive number ({weight!r})"
+    return None
+
+
+def is_train_reply(msg: Message) -> bool:
+    return str(msg.metadata.message_type).startswith(MessageType.TRAIN)
+
+
+def model_reply_reject_reason(msg: Message, layout: Layout | None, key: str = "arrays") -> \
+        str | None:
+    """For replies that carry a whole fp32 model (FedAvg, FedAdam): one ArrayRecord with the
+    global model's keys, shapes and dtypes, all finite (evaluate replies: metrics only)."""
+    if (reason := metrics_reject_reason(msg)) is not None or not is_train_reply(msg):
+        return reason
+    records = msg.content.array_records
+    if list(records) != [key]:
+        return f"expected one ArrayRecord {key!r}, got {sorted(records)}"
+    if layout is None:
+        return None
+    rec = records[key]
+    if list(rec.keys()) != list(layout.keys):
+        return f"array keys {list(rec.keys())} differ from the model's {list(layout.keys)}"
+    try:
+        for name, shape, dtype in zip(layout.keys, layout.shapes, layout.dtypes, strict=True):
+            check_array(f"{key}.{name}", rec[name], dtype=dtype, shape=shape)
+    except MalformedPayload as err:
+        return str(err)
+    return None
+
+
+class ModelRepliesMixin:
+    """Screening of fp32 model replies for Flower's own averaging strategies."""
+
+    layout: Layout | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.layout = Layout.of(arrays)
+        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+
+    def reject_reason(self, msg: Message) -> str | None:
+        return model_reply_reject_reason(msg, self.layout)
+
+
+class CodedStrategy(FedsimStrategyMixin, FedAvg):
+    """Base server half: decode-and-check every reply, then the strategy's ``server_step``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.layout: Layout | None = None
+        self.x: np.ndarray | None = None  # global model, float64, layout order
+        self.lr: float | None = None  # client learning rate gamma (from the setup document)
+        self.local_steps: int | None = None
+        self._decoded: dict[int, dict[str, np.ndarray]] = {}
+
+    # -- hooks for the algorithm modules ---------------------------------------------------
+    def downlink_records(self) -> dict[str, ArrayRecord]:
+        """Extra downlink ArrayRecords beside the model (server state the clients need)."""
+        return {}
+
+    def reply_codecs(self, msg: Message) -> dict[str, Codec]:
+        """ArrayRecord key -> codec of each payload in a reply."""
+        raise NotImplementedError
+
+    def server_step(self, decoded: list[dict[str, np.ndarray]], replies: list[Message]) -> None:
+        """Update ``self.x`` (and any server state) from the decoded replies."""
+        raise NotImplementedError
+
+    # -- plumbing -------------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.layout = Layout.of(arrays)
+        self.x = self.layout.flatten(arrays)
+        if SETUP_KEY in config:
+            train = parse_setup(str(config[SETUP_KEY])).train
+            self.lr, self.local_steps = float(train.lr), int(train.local_steps)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        extra = self.downlink_records()
+        for msg in messages:
+            for key, record in extra.items():
+                msg.content[key] = record
+        return messages
+
+    def reject_reason(self, msg: Message) -> str | None:
+        if (reason := metrics_reject_reason(msg, self.weighted_by_key)) is not None \
+                or not is_train_reply(msg):
+            return reason
+        if self.layout is None:
+            return "no round configured"
+        try:
+            codecs = self.reply_codecs(msg)
+        except (KeyError, TypeError, ValueError) as err:
+            return f"cannot read the payload description: {err}"
+        decoded = {}
+        for key, codec in codecs.items():
+            if key not in msg.content.array_records:
+                return f"missing ArrayRecord {key!r}"
+            try:
+                decoded[key] = decode_checked(msg.content.array_records[key], codec,
+                                              self.layout.size, prefix=key)
+            except MalformedPayload as err:
+                return str(err)
+        self._decoded[id(msg)] = decoded
+        return None
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
+            ArrayRecord | None, MetricRecord | None]:
+        self._decoded = {}
+        kept = self.screen_replies(replies, "train")
+        if not kept or self.layout is None:
+            return None, None
+        self.server_step([self._decoded[id(m)] for m in kept], kept)
+        self._decoded = {}
+        metrics = self.train_metrics_aggr_fn([m.content for m in kept], self.weighted_by_key)
+        return self.layout.unflatten(self.x), metrics
+
+
+def reply_int_metric(msg: Message, key: str, low: int, high: int) -> int:
+    """An integer metric of a reply, checked to lie in [low, high] (ValueError otherwise)."""
+    record = next(iter(msg.content.metric_records.values()))
+    value = record.get(key)
+    if (not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or not low <= value <= high):
+        raise ValueError(f"metric {key!r} = {value!r} is not an integer in [{low}, {high}]")
+    return int(value)

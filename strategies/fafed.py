@@ -1,0 +1,120 @@
+"""FAFED as the FedLion paper's code defines it: "local AdamW + periodic averaging of model,
+m, v and step" (baseline of Tang & Chang, ICASSP 2024, arXiv 2402.09941, script ``avg_adam_*``;
+reference/algorithms.md §1(e).6). It stands for Wu et al. 2023 (FAFED, "Faster Adaptive
+Federated Learning"), which it simplifies; this module follows the reference code.
+
+Server state: x, the Adam moments m, v (0 at the start) and the step count t. Per round:
+
+- downlink (x, m, v) in fp32 and t;
+- client i: y = x, m_i = m, v_i = v, t_i = t; E AdamW steps (lr gamma = ``train.lr``,
+  betas (beta1, beta2), eps, decoupled weight decay lambda = ``train.weight_decay``)::
+
+      t <- t + 1;  m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2
+      y <- y - gamma * ( (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) + lambda y )
+
+  uplink y, m_i, v_i in fp32 (96 bits per parameter) and t_i (a metric);
+- server: unweighted means x <- mean_i y_i, m <- mean_i m_i, v <- mean_i v_i, t <- mean_i t_i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+
+from fedsim.comm.codec import Codec
+from fedsim.comm.float_codec import FloatCodec
+from fedsim.config.fields import setting
+from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
+from strategies.coded import CodedStrategy, reply_int_metric
+from strategies.local_steps import run_local_steps
+from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.vector import model_vector, record_vector, vector_record
+
+M_KEY, V_KEY, STEP_KEY = "adam-m", "adam-v", "adam-step"
+
+
+@dataclass
+class FAFEDParams:
+    """Local AdamW settings of the reference code (lr is ``train.lr``, 1e-3 there)."""
+
+    beta1: float = setting(0.9, "Adam beta1", low=0.0, high=1.0)
+    beta2: float = setting(0.999, "Adam beta2", low=0.0, high=1.0)
+    eps: float = setting(1e-6, "Adam epsilon", low=0.0, low_open=True)
+
+
+def _fp32(vec: torch.Tensor) -> ArrayRecord:
+    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(vec.numpy()).items()})
+
+
+class FAFEDClient(ClientAlgorithm):
+    """E local AdamW steps from the global (x, m, v, t); upload (y, m, v, t)."""
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6) -> None:
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def train(self, local: LocalRound) -> ClientUpdate:
+        tr = local.train
+        x = model_vector(local.model)
+        m = record_vector(local.content[M_KEY]) if M_KEY in local.content else torch.zeros_like(x)
+        v = record_vector(local.content[V_KEY]) if V_KEY in local.content else torch.zeros_like(x)
+        step = int(local.content[STEP_KEY]["t"]) if STEP_KEY in local.content else 0
+        b1, b2 = self.beta1, self.beta2
+
+        def adamw(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+            nonlocal m, v, step
+            step += 1
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = m / (1 - b1 ** step), v / (1 - b2 ** step)
+            return y - tr.lr * (m_hat / (v_hat.sqrt() + self.eps) + tr.weight_decay * y)
+
+        y, loss = run_local_steps(local.model, local.batches, local.steps, adamw)
+        return ClientUpdate(_fp32(y), {"train-loss": loss, STEP_KEY: step},
+                            extra={M_KEY: _fp32(m), V_KEY: _fp32(v)})
+
+
+class FAFEDStrategy(CodedStrategy):
+    """Server half: average the client models, Adam moments and step counts."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.m: np.ndarray | None = None
+        self.v: np.ndarray | None = None
+        self.t = 0
+
+    def downlink_records(self) -> dict[str, Any]:
+        if self.m is None or self.m.size != self.layout.size:
+            self.m = np.zeros(self.layout.size, np.float32)
+            self.v = np.zeros(self.layout.size, np.float32)
+        return {M_KEY: vector_record(self.m), V_KEY: vector_record(self.v),
+                STEP_KEY: ConfigRecord({"t": int(self.t)})}
+
+    def reply_codecs(self, msg: Message) -> dict[str, Codec]:
+        reply_int_metric(msg, STEP_KEY, 1, 2**62)
+        return {"arrays": FloatCodec("fp32"), M_KEY: FloatCodec("fp32"), V_KEY: FloatCodec("fp32")}
+
+    def server_step(self, decoded: list[dict[str, np.ndarray]], replies: list[Message]) -> None:
+        def mean(key: str) -> np.ndarray:
+            return np.mean([d[key] for d in decoded], axis=0, dtype=np.float64)
+
+        self.x = mean("arrays")
+        self.m = mean(M_KEY).astype(np.float32)
+        self.v = np.maximum(mean(V_KEY), 0.0).astype(np.float32)
+        self.t = int(round(np.mean([reply_int_metric(r, STEP_KEY, 1, 2**62) for r in replies])))
+
+
+def build_server(params: FAFEDParams, sampling: Sampling) -> FAFEDStrategy:
+    return FAFEDStrategy(**flower_sampling_kwargs(sampling))
+
+
+def build_client(params: dict[str, Any]) -> FAFEDClient:
+    p = FAFEDParams(**params)
+    return FAFEDClient(p.beta1, p.beta2, p.eps)
+
+
+SPEC = StrategySpec("fafed", "FAFED as in the FedLion code: local AdamW, average model, m, v "
+                    "and step", FAFEDParams, build_server, build_client)
