@@ -189,6 +189,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                     rnd, grid.send_and_receive(eval_messages))
                 record.update(_metric_values(eval_metrics, "federated_"))
                 record["evaluate_failures"] = strategy.round_report.get("evaluate_failures", 0)
+            if hasattr(grid, "end_round"):  # engines with a virtual clock (fedsim's Ray grid)
+                record.update(grid.end_round())
             if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
                 record.update(evaluator(arrays))
             record["round_seconds"] = time.monotonic() - t_round

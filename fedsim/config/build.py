@@ -79,6 +79,10 @@ def build_dataclass(cls: type[T], data: Any, prefix: str = "") -> T:
             kwargs[name] = build_dataclass(expected, value, f"{prefix}{name}.")
         elif typing.get_origin(expected) is list:
             kwargs[name] = check_list(f"{prefix}{name}", value, typing.get_args(expected)[0], f)
+        elif expected is list:
+            if not isinstance(value, list):
+                raise ConfigError(f"{prefix}{name}", value, "expected a list")
+            kwargs[name] = list(value)
         elif typing.get_origin(expected) is dict:
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{name}", value, "expected a table of settings")

@@ -68,6 +68,7 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     cfg = build_dataclass(ExperimentConfig, data)
     cfg.strategy = resolve_strategy_params(cfg.strategy)
     check_consistency(cfg)
+    cfg.engine.profiles = resolve_device_profiles(cfg)
     return cfg
 
 
@@ -83,6 +84,15 @@ def resolve_strategy_params(strategy: dict[str, Any]) -> dict[str, Any]:
     built = build_dataclass(spec.params_cls, params, "strategy.")
     spec.check(built)
     return {"name": name, **to_dict(built)}
+
+
+def resolve_device_profiles(cfg: ExperimentConfig) -> list:
+    """Validate ``[[engine.profiles]]`` (field by field, then their partition assignment)."""
+    from fedsim.engine.profiles import assign_profiles, build_profiles
+
+    profiles = build_profiles(cfg.engine.profiles)
+    assign_profiles(profiles, cfg.task.num_clients, cfg.seed)
+    return profiles
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

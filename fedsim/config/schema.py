@@ -99,6 +99,48 @@ class FaultConfig:
 
 
 @dataclass
+class DeviceProfile:
+    """A class of client devices: its Ray resources, speed, network and reliability."""
+
+    name: str = setting("default", "profile name (reported per actor and in the results)")
+    share: float = setting(1.0, "share of the clients with this profile (ignored when "
+                           "partitions is set)", low=0.0, low_open=True, high=1.0)
+    partitions: list = setting([], "explicit partition ids with this profile (overrides share)")
+    num_cpus: float = setting(1.0, "Ray CPUs per actor of this profile", low=0.0, low_open=True)
+    num_gpus: float = setting(0.0, "Ray GPUs per actor (fractions share a GPU)", low=0.0)
+    actors: int = setting(0, "actors in this profile's pool (0: as many as its share of the "
+                          "Ray resources allows, at most one per client)", low=0)
+    speed: float = setting(1.0, "compute speed factor (simulated compute = measured / speed)",
+                           low=0.0, low_open=True)
+    uplink_mbps: float = setting(0.0, "uplink bandwidth in Mbit/s (0: unlimited)", low=0.0)
+    downlink_mbps: float = setting(0.0, "downlink bandwidth in Mbit/s (0: unlimited)", low=0.0)
+    latency_ms: float = setting(0.0, "one-off network latency per round trip in ms", low=0.0)
+    availability: float = setting(1.0, "probability of being available in a round", low=0.0,
+                                  low_open=True, high=1.0)
+    dropout: float = setting(0.0, "probability of dropping out mid-round", low=0.0, high=0.999)
+
+
+@dataclass
+class EngineConfig:
+    """The fedsim Ray engine: where it runs, device profiles and the virtual clock."""
+
+    ray_address: str = setting("", "Ray cluster to join ('auto' or HOST:PORT); empty: start "
+                               "a local Ray")
+    num_cpus: int = setting(0, "logical CPUs of the local Ray (0: all cores)", low=0)
+    num_gpus: float = setting(0.0, "logical GPUs of the local Ray (0: detected)", low=0.0)
+    deadline_s: float = setting(0.0, "simulated seconds a phase waits for clients; replies of "
+                                "slower clients are dropped (0: no deadline)", low=0.0)
+    compute_timer: str = setting("cpu", "how client compute time is measured: cpu (thread CPU "
+                                 "time, robust to load), wall, or fixed (fixed_compute_s)",
+                                 choices=("cpu", "wall", "fixed"))
+    fixed_compute_s: float = setting(1.0, "simulated compute seconds per client call at speed 1"
+                                     " when compute_timer = 'fixed' (reproducible clock)",
+                                     low=0.0)
+    profiles: list = setting([], "device profiles, as [[engine.profiles]] tables (none: one "
+                             "homogeneous profile with 1 CPU per actor)")
+
+
+@dataclass
 class ExperimentConfig:
     """One federated experiment: the whole resolved configuration of a run."""
 
@@ -111,6 +153,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     @property
     def strategy_name(self) -> str:

@@ -1,5 +1,7 @@
 """Engines carry the ServerApp's messages to the ClientApps; the apps never know which one.
 
+- ``ray`` (default): fedsim's own Grid over resident Ray actor pools, one per device profile,
+  with the virtual clock (``fedsim.engine.ray_grid``);
 - ``inprocess``: the ClientApp called in this process (no Ray; small runs and tests);
 - ``flower``: Flower's own simulation engine through ``flwr run``.
 """
@@ -12,8 +14,8 @@ from flwr.app import Context, RecordDict
 
 from fedsim.config.schema import ExperimentConfig
 
-ENGINES = ("inprocess", "flower")
-DEFAULT_ENGINE = "inprocess"
+ENGINES = ("ray", "inprocess", "flower")
+DEFAULT_ENGINE = "ray"
 
 
 def run_inprocess(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
@@ -31,7 +33,11 @@ def run_inprocess(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> No
 
 def run_engine(name: str, cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     """Run the experiment whose resolved config is at ``config_path`` on engine ``name``."""
-    if name == "inprocess":
+    if name == "ray":
+        from fedsim.engine.ray_engine import run_ray
+
+        run_ray(cfg, config_path, run_dir)
+    elif name == "inprocess":
         run_inprocess(cfg, config_path, run_dir)
     elif name == "flower":
         from fedsim.engine.flower_sim import run_flower

@@ -1,0 +1,494 @@
+"""Engine benchmark: the same federated workload on five engines, one table, one command.
+
+    python benchmarks/engine.py [--rounds 20] [--pfl-python /path/to/venv/bin/python]
+    python benchmarks/engine.py --scale      # 1000 clients, 10 % per round, 50 rounds
+
+Workload: digits, the small CNN (``digits-cnn``, 38,282 parameters), 100 IID clients, all of
+them training every round, 5 local SGD steps on batches of 16 drawn with replacement, FedAvg,
+central evaluation only, 20 rounds. Configurations, each in its own process:
+
+  (a)  plain loop     the same training in one process (fedsim's data, batches and SGD steps)
+  (b)  fedsim         ``fedsim run --engine ray``, one actor per core
+  (b1) fedsim 1 actor ``fedsim run --engine ray`` with a single actor
+  (c)  flower         ``fedsim run --engine flower`` (Flower's simulation through ``flwr run``)
+  (d)  pfl            pfl-research, one worker per core via torchrun (needs a Python with
+                      ``pfl`` installed: ``--pfl-python``; skipped when there is none)
+
+Reported per configuration: steady-state seconds per round (mean of rounds 3..N, each round
+including its central evaluation), start-up (launch until the first round starts), total wall
+time, and the peak memory of the whole process tree (every process carrying this run's tag:
+driver, Ray, its workers, Flower's SuperLink), as summed RSS and PSS. Then the serial overhead
+per client call, ((b1) - (a)) per round / clients, and the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+TAG = "FEDSIM_BENCH_TAG"
+
+WORKLOAD = """\
+name = "engine-bench"
+seed = 0
+
+[task]
+dataset = "digits"
+model = "digits-cnn"
+num_clients = {clients}
+partitioner = "iid"
+local_test_fraction = 0.0
+
+[strategy]
+name = "fedavg"
+
+[train]
+rounds = {rounds}
+clients_per_round = {per_round}
+local_steps = 5
+batch_size = 16
+batch_sampling = "replacement"
+lr = 0.05
+
+[eval]
+central_every = 1
+federated_every = 0
+
+[output]
+plots = false
+checkpoint_every = 0
+{engine}
+"""
+
+PROFILE = """
+[engine]
+num_cpus = {cpus}
+
+[[engine.profiles]]
+name = "cpu"
+actors = {actors}
+num_cpus = 1
+"""
+
+
+# ------------------------------------------------------------------------ process-tree memory
+class TreeSampler:
+    """Samples the summed RSS/PSS of every process carrying this run's tag."""
+
+    def __init__(self, tag: str, watch_file: Path | None = None, interval: float = 0.1) -> None:
+        self.tag, self.watch_file, self.interval = tag, watch_file, interval
+        self.peak_rss = self.peak_pss = 0
+        self.first_line_at: float | None = None
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _procs(self) -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get(TAG) == self.tag:
+                    found.append(proc)
+        return found
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.wait(self.interval):
+            if self.first_line_at is None and self.watch_file and self.watch_file.exists() \
+                    and self.watch_file.stat().st_size > 0:
+                self.first_line_at = time.time()
+            tick += 1
+            if tick % 3:
+                continue
+            rss = pss = 0
+            for proc in self._procs():
+                with contextlib.suppress(psutil.Error):
+                    info = proc.memory_full_info()
+                    rss += info.rss
+                    pss += getattr(info, "pss", info.rss)
+            self.samples.append((time.time(), rss))
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def launch(cmd: list[str], env_extra: dict[str, str], watch: Path | None,
+           log: Path) -> tuple[float, float, TreeSampler]:
+    """Run ``cmd`` with a fresh tag; return (launch time, wall seconds, sampler)."""
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, **env_extra, **{TAG: tag})
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    with TreeSampler(tag, watch) as sampler, open(log, "w") as out:
+        t0 = time.time()
+        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                              check=False)
+        wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}); see {log}")
+    return t0, wall, sampler
+
+
+def steady(round_seconds: list[float]) -> float:
+    tail = round_seconds[2:] or round_seconds
+    return sum(tail) / len(tail)
+
+
+# ---------------------------------------------------------------------------- configurations
+def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, per_round: int,
+               actors: int) -> dict:
+    cpus = os.cpu_count() or 1
+    extra = PROFILE.format(cpus=cpus, actors=actors) if engine == "ray" else ""
+    config = work / f"{name}.toml"
+    config.write_text(WORKLOAD.format(clients=clients, rounds=rounds, per_round=per_round,
+                                      engine=extra))
+    out = work / name
+    metrics = out / "metrics.jsonl"
+    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(config), "--engine", engine,
+           "--out", str(out)]
+    t0, wall, sampler = launch(cmd, {"FLWR_HOME": str(work / "flwr-home")}, metrics,
+                               work / f"{name}.log")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()][1:]
+    return {"steady": steady([r["round_seconds"] for r in rows]),
+            "startup": (sampler.first_line_at or t0) - t0, "wall": wall,
+            "rss": sampler.peak_rss, "pss": sampler.peak_pss,
+            "acc": rows[-1]["central_accuracy"], "samples": sampler.samples, "t0": t0,
+            "rows": rows}
+
+
+PLAIN = r"""
+import json, sys, time
+t_launch = time.time()
+import numpy as np, torch
+torch.set_num_threads(1)
+from clients.runtime import round_seed
+from fedsim.config import load_config
+from fedsim.tasks.task import central_test, client_split, initial_arrays, new_model
+from fedsim.tasks.training import LocalBatches, evaluate, sgd_steps
+
+cfg = load_config(sys.argv[1])
+task, t = cfg.task, cfg.train
+data = [client_split(task, cfg.seed, pid)[0] for pid in range(task.num_clients)]
+test = central_test(task, cfg.seed)
+model = new_model(task)
+model.load_state_dict(initial_arrays(task, cfg.seed).to_torch_state_dict())
+glob = {k: v.clone() for k, v in model.state_dict().items()}
+t_start, times = time.time(), []
+for rnd in range(1, t.rounds + 1):
+    t_round = time.perf_counter()
+    acc = {k: torch.zeros_like(v) for k, v in glob.items()}
+    total = 0
+    for pid in range(task.num_clients):
+        model.load_state_dict(glob)
+        batches = LocalBatches(data[pid], t.batch_size, t.batch_sampling,
+                               round_seed(cfg.seed, pid, rnd, 0))
+        sgd_steps(model, batches, t.local_steps, t.lr)
+        n = len(data[pid])
+        for k, v in model.state_dict().items():
+            acc[k] += v * n
+        total += n
+    glob = {k: v / total for k, v in acc.items()}
+    model.load_state_dict(glob)
+    loss, accuracy = evaluate(model, test)
+    times.append(time.perf_counter() - t_round)
+print(json.dumps({"t_start": t_start, "times": times, "acc": accuracy}))
+"""
+
+PFL = r"""
+import json, os, sys, time
+t_launch = time.time()
+import numpy as np, torch
+torch.set_num_threads(1)
+from torch import nn
+from pfl.aggregate.simulate import SimulatedBackend
+from pfl.algorithm.base import NNAlgorithmParams
+from pfl.algorithm.federated_averaging import FederatedAveraging
+from pfl.callback.base import TrainingProcessCallback
+from pfl.callback.central_evaluation import CentralEvaluationCallback
+from pfl.data.federated_dataset import FederatedDataset
+from pfl.data.pytorch import PyTorchTensorDataset
+from pfl.data.sampling import get_user_sampler
+from pfl.hyperparam.base import NNEvalHyperParams, NNTrainHyperParams
+from pfl.metrics import Metrics, Weighted
+from pfl.model.pytorch import PyTorchModel
+
+data = np.load(sys.argv[1])
+rounds, out_path = int(sys.argv[2]), sys.argv[3]
+np.random.seed(0)
+torch.manual_seed(0)
+clients = int(data["clients"])
+
+
+class Net(nn.Module):  # fedsim's digits-cnn
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 64), nn.ReLU(),
+            nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+    def loss(self, x, y):
+        return nn.functional.cross_entropy(self(x), y.long())
+
+    @torch.no_grad()
+    def metrics(self, x, y):
+        logits = self(x)
+        n = len(y)
+        loss = float(nn.functional.cross_entropy(logits, y.long(), reduction="sum"))
+        correct = float((logits.argmax(1) == y.long()).sum())
+        return {"loss": Weighted(loss, n), "accuracy": Weighted(correct, n)}
+
+
+net = Net()
+init = [torch.from_numpy(data[f"init{i}"]) for i in range(len(net.state_dict()))]
+net.load_state_dict(dict(zip(net.state_dict().keys(), init)))
+users = {u: PyTorchTensorDataset((torch.from_numpy(data[f"x{u}"]),
+                                  torch.from_numpy(data[f"y{u}"])), user_id=str(u))
+         for u in range(clients)}
+federated = FederatedDataset(lambda u: users[u],
+                             get_user_sampler("minimize_reuse", list(range(clients))))
+central = PyTorchTensorDataset((torch.from_numpy(data["xt"]), torch.from_numpy(data["yt"])))
+model = PyTorchModel(net, local_optimizer_create=torch.optim.SGD,
+                     central_optimizer=torch.optim.SGD(net.parameters(), lr=1.0))
+
+
+class Clock(TrainingProcessCallback):
+    def __init__(self):
+        self.marks = []
+
+    def on_train_begin(self, *, model):
+        self.t_start = time.time()
+        self.marks.append(time.perf_counter())
+        return Metrics()
+
+    def after_central_iteration(self, aggregate_metrics, model, *, central_iteration):
+        self.marks.append(time.perf_counter())
+        return False, Metrics()
+
+
+clock = Clock()
+eval_params = NNEvalHyperParams(local_batch_size=4096)
+FederatedAveraging().run(
+    algorithm_params=NNAlgorithmParams(central_num_iterations=rounds,
+                                       evaluation_frequency=10**6,
+                                       train_cohort_size=clients, val_cohort_size=0),
+    backend=SimulatedBackend(training_data=federated, val_data=None),
+    model=model,
+    model_train_params=NNTrainHyperParams(local_num_epochs=5, local_learning_rate=0.05,
+                                          local_batch_size=16),
+    model_eval_params=eval_params,
+    callbacks=[CentralEvaluationCallback(central, eval_params, frequency=1), clock])
+if int(os.environ.get("RANK", "0")) == 0:
+    xt, yt = torch.from_numpy(data["xt"]), torch.from_numpy(data["yt"])
+    with torch.no_grad():
+        acc = float((net(xt).argmax(1) == yt.long()).float().mean())
+    times = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
+    json.dump({"t_start": clock.t_start, "times": times, "acc": acc}, open(out_path, "w"))
+"""
+
+
+def run_script(work: Path, name: str, cmd: list[str], result: Path, env: dict) -> dict:
+    t0, wall, sampler = launch(cmd, env, None, work / f"{name}.log")
+    res = json.loads(result.read_text() if result.exists() else
+                     (work / f"{name}.log").read_text().strip().splitlines()[-1])
+    return {"steady": steady(res["times"]), "startup": res["t_start"] - t0, "wall": wall,
+            "rss": sampler.peak_rss, "pss": sampler.peak_pss, "acc": res["acc"]}
+
+
+def run_plain(work: Path, rounds: int, clients: int) -> dict:
+    config = work / "plain.toml"
+    config.write_text(WORKLOAD.format(clients=clients, rounds=rounds, per_round=clients,
+                                      engine=""))
+    script = work / "plain.py"
+    script.write_text(PLAIN)
+    return run_script(work, "plain", [sys.executable, str(script), str(config)],
+                      work / "none.json", {})
+
+
+def export_data(work: Path, clients: int) -> Path:
+    """fedsim's partitions and initial model, for pfl (which cannot import flwr)."""
+    import numpy as np
+
+    from fedsim.config import config_from_dict
+    from fedsim.tasks.task import central_test, client_split, initial_arrays
+
+    cfg = config_from_dict({"task": {"dataset": "digits", "model": "digits-cnn",
+                                     "num_clients": clients, "partitioner": "iid",
+                                     "local_test_fraction": 0.0},
+                            "train": {"clients_per_round": clients}})
+    arrays = {"clients": np.array(clients)}
+    for pid in range(clients):
+        part = client_split(cfg.task, cfg.seed, pid)[0]
+        arrays[f"x{pid}"], arrays[f"y{pid}"] = part.x, part.y
+    test = central_test(cfg.task, cfg.seed)
+    arrays["xt"], arrays["yt"] = test.x, test.y
+    for i, value in enumerate(initial_arrays(cfg.task, cfg.seed).values()):
+        arrays[f"init{i}"] = value.numpy()
+    path = work / "digits.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def run_pfl(work: Path, python: str, rounds: int, clients: int) -> dict:
+    data = export_data(work, clients)
+    script = work / "pfl_train.py"
+    script.write_text(PFL)
+    torchrun = str(Path(python).parent / "torchrun")
+    result = work / "pfl.json"
+    cmd = [torchrun, "--standalone", "--nnodes=1", f"--nproc_per_node={os.cpu_count() or 1}",
+           str(script), str(data), str(rounds), str(result)]
+    return run_script(work, "pfl", cmd, result, {"OMP_NUM_THREADS": "1"})
+
+
+# ---------------------------------------------------------------------------------- report
+def cpu_load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def table(results: dict[str, dict]) -> str:
+    head = (f"{'configuration':<34}{'steady s/round':>15}{'start-up s':>12}{'wall s':>9}"
+            f"{'peak RSS MB':>13}{'peak PSS MB':>13}{'final acc':>11}")
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"{name:<34}  {r['error']}")
+            continue
+        lines.append(f"{name:<34}{r['steady']:>15.3f}{r['startup']:>12.2f}{r['wall']:>9.1f}"
+                     f"{r['rss'] / 1e6:>13.0f}{r['pss'] / 1e6:>13.0f}{r['acc']:>11.4f}")
+    return "\n".join(lines)
+
+
+def goals(results: dict[str, dict], clients: int) -> str:
+    def s(key: str) -> float | None:
+        r = results.get(key)
+        return None if r is None or "error" in r else r["steady"]
+
+    a, b, b1, c, d = (s(k) for k in ("(a) plain loop, 1 process",
+                                      "(b) fedsim, 1 actor per core", "(b1) fedsim, 1 actor",
+                                      "(c) flower simulation", "(d) pfl, torchrun 1/core"))
+    out = []
+    if a is not None and b1 is not None:
+        ms = (b1 - a) / clients * 1000
+        out.append(f"serial overhead per client call ((b1)-(a))/{clients}: {ms:.2f} ms "
+                   f"(goal <= 0.8 ms: {'met' if ms <= 0.8 else 'NOT met'})")
+    if a is not None and b is not None:
+        out.append(f"(b)/(a) = {b / a:.2f} (goal <= 0.6: {'met' if b <= 0.6 * a else 'NOT met'})")
+    if b is not None and c is not None:
+        out.append(f"(c)/(b) = {c / b:.2f} (goal >= 3: {'met' if c >= 3 * b else 'NOT met'})")
+    if b is not None and d is not None:
+        out.append(f"(b)/(d) = {b / d:.2f} (goal <= 1: {'met' if b <= d else 'NOT met'})")
+    rb, rc = results.get("(b) fedsim, 1 actor per core"), results.get("(c) flower simulation")
+    if rb and rc and "error" not in rb and "error" not in rc:
+        out.append(f"start-up (b) {rb['startup']:.1f} s vs (c) {rc['startup']:.1f} s (goal: no "
+                   f"slower than Flower: {'met' if rb['startup'] <= rc['startup'] else 'NOT met'})")
+    return "\n".join(out)
+
+
+def default_pfl_python() -> str | None:
+    for candidate in (os.environ.get("FEDSIM_PFL_PYTHON"), "/work/venv-pfl/bin/python"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def main_compare(args: argparse.Namespace, work: Path) -> None:
+    cores = os.cpu_count() or 1
+    runs = {
+        "(a) plain loop, 1 process": lambda: run_plain(work, args.rounds, args.clients),
+        "(b) fedsim, 1 actor per core": lambda: run_fedsim(
+            work, "b", "ray", args.rounds, args.clients, args.clients, cores),
+        "(b1) fedsim, 1 actor": lambda: run_fedsim(
+            work, "b1", "ray", args.rounds, args.clients, args.clients, 1),
+        "(c) flower simulation": lambda: run_fedsim(
+            work, "c", "flower", args.rounds, args.clients, args.clients, cores),
+    }
+    pfl_python = args.pfl_python or default_pfl_python()
+    if pfl_python:
+        runs["(d) pfl, torchrun 1/core"] = lambda: run_pfl(work, pfl_python, args.rounds,
+                                                           args.clients)
+    results: dict[str, dict] = {}
+    print(f"before: {cpu_load()}", flush=True)
+    for name, fn in runs.items():
+        if args.only and not any(name.startswith(f"({k})") for k in args.only.split(",")):
+            continue
+        try:
+            results[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - report the others anyway
+            results[name] = {"error": str(exc)}
+        print(f"  done {name}: {cpu_load()}", flush=True)
+    if not pfl_python:
+        results["(d) pfl, torchrun 1/core"] = {"error": "skipped: no Python with pfl "
+                                               "(--pfl-python or FEDSIM_PFL_PYTHON)"}
+    print(f"\nworkload: digits, digits-cnn, {args.clients} clients all training each round, "
+          f"5 local steps of batch 16 with replacement, central evaluation only, "
+          f"{args.rounds} rounds; steady = mean of rounds 3..{args.rounds}")
+    print(table(results))
+    print(goals(results, args.clients))
+    print(f"after: {cpu_load()}")
+
+
+def main_scale(args: argparse.Namespace, work: Path) -> None:
+    clients, rounds = 1000, 50
+    print(f"before: {cpu_load()}", flush=True)
+    r = run_fedsim(work, "scale", "ray", rounds, clients, clients // 10, os.cpu_count() or 1)
+    rows = r["rows"]
+    print(f"scale: {clients} clients, {clients // 10} per round, {rounds} rounds on digits "
+          f"(fedsim engine, {os.cpu_count()} actors)")
+    print(f"steady s/round {r['steady']:.3f}; start-up {r['startup']:.1f} s; wall "
+          f"{r['wall']:.1f} s; peak tree RSS {r['rss'] / 1e6:.0f} MB, PSS {r['pss'] / 1e6:.0f} "
+          f"MB; final accuracy {rows[-1]['central_accuracy']:.4f}")
+    t_rounds = [r["t0"] + r["startup"] + row["wall_seconds"] for row in rows]
+    print("tree RSS (MB) after round:")
+    for k in (1, 5, 10, 20, 30, 40, rounds - 1):  # the last sample may fall in teardown
+        if k <= len(t_rounds):
+            before = [rss for t, rss in r["samples"] if t <= t_rounds[k - 1]]
+            if before:
+                print(f"  round {k:>2}: {before[-1] / 1e6:8.0f}")
+    print(f"after: {cpu_load()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--pfl-python", help="a Python with pfl installed (for (d))")
+    parser.add_argument("--only", help="comma-separated subset, e.g. a,b1")
+    parser.add_argument("--scale", action="store_true", help="the 1000-client scale run")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    work = Path(tempfile.mkdtemp(prefix="fedsim-bench-"))
+    try:
+        (main_scale if args.scale else main_compare)(args, work)
+    finally:
+        if args.keep:
+            print(f"work folder: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The resident Ray actor that runs the ClientApp for the virtual nodes placed on it.
+
+An actor lives for the whole run, so everything the ClientApp caches per process (partitions,
+model objects, imports) stays warm, and it holds the ``Context`` of each of its nodes, so
+``context.state`` persists across rounds without travelling (placement is therefore static).
+One call carries a whole batch: the records shared by several messages (the global model) arrive
+once, and each message gets a private shallow copy of them before the ClientApp runs, because
+ClientApps may consume their input (``to_torch_state_dict(keep_input=False)``).
+
+This module is imported inside Ray workers; it keeps no module-level mutable state (Ray pickles
+actor classes by value, so such state would be a copy; reference/grid-on-ray.md §5).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import time
+import traceback
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, Message, Metadata, RecordDict
+from flwr.app.message import make_message
+from flwr.common.constant import ErrorCode
+
+from fedsim.engine.base import error_reply, set_client_identity
+from fedsim.engine.wire import ReplySizer
+
+# One item of a batch: the instruction's metadata and, per content key, the key of its record
+# in the batch's shared record table.
+BatchItem = tuple[Metadata, dict[str, int]]
+# What comes back per item: the reply, its compute seconds and its serialized bytes.
+Outcome = tuple[Message, float, int]
+
+
+def load_app(ref: str) -> Any:
+    """Import ``"package.module:attribute"``."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr or "app")
+
+
+def private_copy(record: Any) -> Any:
+    """A copy a ClientApp may consume; Array payloads (immutable bytes) are shared, not copied."""
+    if isinstance(record, ArrayRecord):
+        return ArrayRecord.from_array_dict(record)
+    return copy.deepcopy(record)
+
+
+class ClientActor:
+    """Runs the ClientApp for its nodes; wrapped with ``ray.remote`` by the pool."""
+
+    def __init__(self, client_app_ref: str, profile: str, timer: str) -> None:
+        self.app = load_app(client_app_ref)
+        self.profile = profile
+        self.timer = time.thread_time if timer == "cpu" else time.perf_counter
+        self.contexts: dict[int, Context] = {}
+        self.served: dict[int, int] = {}
+        self.sizer = ReplySizer()
+
+    def register(self, contexts: list[Context]) -> None:
+        """Hold these nodes' Contexts (replacing any previous ones)."""
+        for ctx in contexts:
+            self.contexts[ctx.node_id] = ctx
+
+    def export_states(self) -> dict[int, RecordDict]:
+        """Each held node's ``Context.state``, by partition id (for checkpoints)."""
+        return {int(c.node_config["partition-id"]): c.state for c in self.contexts.values()}
+
+    def import_states(self, states: dict[int, RecordDict]) -> None:
+        for ctx in self.contexts.values():
+            pid = int(ctx.node_config["partition-id"])
+            if pid in states:
+                ctx.state = states[pid]
+
+    def describe(self) -> dict[str, Any]:
+        """Who this actor is, the Ray resources it was given and how many calls it served."""
+        import ray
+
+        rc = ray.get_runtime_context()
+        return {"profile": self.profile, "pid": os.getpid(), "actor_id": rc.get_actor_id(),
+                "node_ip": ray.util.get_node_ip_address(),
+                "resources": rc.get_assigned_resources(), "nodes": sorted(self.contexts),
+                "served": dict(self.served)}
+
+    def handle(self, shared: dict[int, Any], items: list[BatchItem]) -> list[Outcome]:
+        """Run the ClientApp on each message of the batch, in order."""
+        return [self._one(shared, metadata, keys) for metadata, keys in items]
+
+    def _one(self, shared: dict[int, Any], metadata: Metadata, keys: dict[str, int]) -> Outcome:
+        content = RecordDict({name: private_copy(shared[key]) for name, key in keys.items()})
+        msg = make_message(metadata=metadata, content=content)
+        node_id = metadata.dst_node_id
+        start = self.timer()
+        try:
+            set_client_identity(msg)
+            reply = self.app(msg, self.contexts[node_id])
+        except Exception as exc:  # noqa: BLE001 - a client failure becomes an error reply
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
+            reply = error_reply(msg, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
+        seconds = self.timer() - start
+        self.served[node_id] = self.served.get(node_id, 0) + 1
+        return reply, seconds, self.sizer(reply)

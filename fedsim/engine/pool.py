@@ -1,0 +1,125 @@
+"""One pool of resident Ray actors per device profile, and the static node -> actor placement.
+
+Each profile's actors are created with that profile's Ray resources (``num_cpus``, fractional
+``num_gpus``), so Ray places them where those resources exist, and a client only ever runs on an
+actor of its own profile. Node ``k`` of a profile (in partition order) lives on actor
+``k mod K`` of that profile's pool: the mapping is fixed because the node's Context lives there.
+A dead actor is replaced by a fresh one with the same resources; its nodes start over with fresh
+Contexts (their ``context.state`` was in the dead process).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from flwr.app import Context
+
+from fedsim.config.schema import DeviceProfile
+from fedsim.engine.actor import ClientActor
+
+ActorKey = tuple[int, int]  # (profile index, slot in its pool)
+READY_TIMEOUT_S = 600.0
+
+_RemoteActor = ray.remote(ClientActor)
+
+
+def pool_sizes(profiles: list[DeviceProfile], clients: list[int],
+               cluster: dict[str, float]) -> list[int]:
+    """Actors per profile: explicit, or each profile's share of the cluster's CPUs (and GPUs).
+
+    ``clients[i]`` is the number of clients of profile ``i``. Raises ValueError naming the
+    profile when the pools cannot all be placed at once.
+    """
+    total = max(1, sum(clients))
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    sizes = []
+    for p, n in zip(profiles, clients, strict=True):
+        if n == 0:
+            sizes.append(0)
+            continue
+        if p.actors:
+            sizes.append(min(p.actors, n))
+            continue
+        k = math.floor(cpus * n / total / p.num_cpus + 1e-9)
+        if p.num_gpus > 0:
+            k = min(k, math.floor(gpus * n / total / p.num_gpus + 1e-9))
+        sizes.append(max(1, min(k, n)))
+    need_cpu = sum(k * p.num_cpus for k, p in zip(sizes, profiles, strict=True))
+    need_gpu = sum(k * p.num_gpus for k, p in zip(sizes, profiles, strict=True))
+    if need_cpu > cpus + 1e-9 or need_gpu > gpus + 1e-9:
+        detail = ", ".join(f"{p.name}: {k} x ({p.num_cpus:g} CPU, {p.num_gpus:g} GPU)"
+                           for k, p in zip(sizes, profiles, strict=True))
+        raise ValueError(f"engine.profiles need {need_cpu:g} CPUs and {need_gpu:g} GPUs for "
+                         f"their actors ({detail}) but the Ray cluster has {cpus:g} CPUs and "
+                         f"{gpus:g} GPUs; lower the profiles' actors, num_cpus or num_gpus")
+    return sizes
+
+
+class ActorPools:
+    """The actors of every profile and the nodes each one holds."""
+
+    def __init__(self, profiles: list[DeviceProfile], node_profile: dict[int, int],
+                 make_context: Callable[[int], Context], client_app_ref: str,
+                 timer: str) -> None:
+        self.profiles = profiles
+        self.make_context = make_context
+        self.client_app_ref = client_app_ref
+        self.timer = timer
+        counts = [0] * len(profiles)
+        for p in node_profile.values():
+            counts[p] += 1
+        self.sizes = pool_sizes(profiles, counts, ray.cluster_resources())
+        self.placement: dict[int, ActorKey] = {}
+        rank = [0] * len(profiles)
+        for node_id in node_profile:  # in partition order
+            p = node_profile[node_id]
+            self.placement[node_id] = (p, rank[p] % self.sizes[p])
+            rank[p] += 1
+        self.nodes_of: dict[ActorKey, list[int]] = {}
+        for node_id, key in self.placement.items():
+            self.nodes_of.setdefault(key, []).append(node_id)
+        self.actors: dict[ActorKey, Any] = {}
+        self.replaced = 0
+        ready = [self._start(key) for key in self.nodes_of]
+        ray.get(ready, timeout=READY_TIMEOUT_S)
+
+    def _start(self, key: ActorKey) -> Any:
+        """Create the actor for ``key`` and register its nodes; returns the ready ref."""
+        profile = self.profiles[key[0]]
+        actor = _RemoteActor.options(num_cpus=profile.num_cpus, num_gpus=profile.num_gpus,
+                                     max_restarts=0).remote(self.client_app_ref, profile.name,
+                                                            self.timer)
+        self.actors[key] = actor
+        return actor.register.remote([self.make_context(n) for n in self.nodes_of[key]])
+
+    def actor(self, key: ActorKey) -> Any:
+        return self.actors[key]
+
+    def replace(self, key: ActorKey) -> None:
+        """Replace a dead actor by a fresh one holding fresh Contexts for its nodes."""
+        ray.kill(self.actors[key], no_restart=True)
+        ray.get(self._start(key), timeout=READY_TIMEOUT_S)
+        self.replaced += 1
+
+    def export_states(self) -> dict[int, Any]:
+        states: dict[int, Any] = {}
+        for part in ray.get([a.export_states.remote() for a in self.actors.values()]):
+            states.update(part)
+        return states
+
+    def import_states(self, states: dict[int, Any]) -> None:
+        ray.get([a.import_states.remote(states) for a in self.actors.values()])
+
+    def describe(self) -> list[dict[str, Any]]:
+        """What every actor reports about itself (profile, Ray resources, nodes served)."""
+        keys = sorted(self.actors)
+        infos = ray.get([self.actors[k].describe.remote() for k in keys])
+        return [{"key": k, **info} for k, info in zip(keys, infos, strict=True)]
+
+    def shutdown(self) -> None:
+        for actor in self.actors.values():
+            ray.kill(actor, no_restart=True)
+        self.actors.clear()

@@ -1,0 +1,74 @@
+"""Engine ``ray`` (the default): the ServerApp in this process over a :class:`RayGrid`.
+
+Starts a local Ray (or joins ``engine.ray_address``), builds one actor pool per device profile,
+runs the ServerApp, and always shuts the actors and Ray down again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import ray
+from flwr.app import Context, RecordDict
+
+from fedsim.config.schema import EngineConfig, ExperimentConfig
+from fedsim.engine.base import SUPERLINK_NODE_ID
+from fedsim.engine.profiles import assign_profiles, build_profiles
+
+CLIENT_APP = "clients.client_app:app"
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+FORWARDED_ENV = ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED",
+                 "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "HF_DATASETS_OFFLINE",
+                 "HF_HOME", "MPLBACKEND")
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of the actors: the app importable, Flower quiet, one torch thread each."""
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "FLWR_TELEMETRY_ENABLED": "0"}
+    env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
+    return env
+
+
+@contextlib.contextmanager
+def ray_session(engine: EngineConfig) -> Iterator[None]:
+    """A local Ray, or the cluster at ``engine.ray_address``; shut down (disconnected) after."""
+    if ray.is_initialized():  # someone else owns Ray (e.g. a test fixture): use it as is
+        yield
+        return
+    kwargs = {"runtime_env": {"env_vars": worker_env()}, "logging_level": logging.ERROR,
+              "log_to_driver": True}
+    if engine.ray_address:
+        ray.init(address=engine.ray_address, **kwargs)
+    else:
+        ray.init(num_cpus=engine.num_cpus or os.cpu_count() or 1,
+                 num_gpus=engine.num_gpus or None, include_dashboard=False, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
+    """Run the experiment on the fedsim Ray engine."""
+    from fedsim.engine.ray_grid import RayGrid
+    from fedsim.server_app import app as server_app
+
+    run_config = {"config-path": str(config_path)}
+    profiles = build_profiles(cfg.engine.profiles)
+    owner = assign_profiles(profiles, cfg.task.num_clients, cfg.seed)
+    with ray_session(cfg.engine):
+        grid = RayGrid(CLIENT_APP, cfg.task.num_clients, run_config, seed=cfg.seed,
+                       profiles=profiles, partition_profile=owner,
+                       deadline_s=cfg.engine.deadline_s, compute_timer=cfg.engine.compute_timer,
+                       fixed_compute_s=cfg.engine.fixed_compute_s)
+        try:
+            context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                              state=RecordDict(), run_config=run_config)
+            server_app(grid, context)
+        finally:
+            grid.shutdown()
