@@ -28,6 +28,11 @@ def _partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
+def _data_path(context: Context) -> str | None:
+    """A deployed SuperNode's own data file (``fedsim deploy supernode --data-path``)."""
+    return str(context.node_config["data-path"]) if "data-path" in context.node_config else None
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Report this node's partition id."""
@@ -44,7 +49,7 @@ def train(msg: Message, context: Context) -> Message:
     pid = _partition_id(context)
     drawn = draw_faults(setup.faults, setup.seed, pid, server_round)
     before_training(drawn)
-    train_data, _ = local_data(setup, pid)
+    train_data, _ = local_data(setup, pid, _data_path(context))
     model = model_for(setup)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     t = setup.train
@@ -70,7 +75,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_fn(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the global model on this client's local test split."""
     setup = parse_setup(str(msg.content["config"][SETUP_KEY]))
-    _, test_data = local_data(setup, _partition_id(context))
+    _, test_data = local_data(setup, _partition_id(context), _data_path(context))
     model = model_for(setup)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     loss, acc = evaluate(model, test_data)

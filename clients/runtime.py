@@ -13,11 +13,23 @@ _DATA: dict[tuple, tuple[ArrayDataset, ArrayDataset]] = {}
 _MODELS: dict[tuple, nn.Module] = {}
 
 
-def local_data(setup, partition_id: int) -> tuple[ArrayDataset, ArrayDataset]:
-    """This client's (train, local test) split, loaded once per process and partition."""
-    key = (tuple(sorted(to_dict(setup.task).items())), setup.seed, partition_id)
+def local_data(setup, partition_id: int,
+               data_path: str | None = None) -> tuple[ArrayDataset, ArrayDataset]:
+    """This client's (train, local test) split, loaded once per process and partition.
+
+    ``data_path`` (a deployed SuperNode's ``--data-path``): the client's own ``.npz`` file
+    replaces the partition (see ``fedsim/deploy/client_data.py``).
+    """
+    key = (tuple(sorted(to_dict(setup.task).items())), setup.seed, partition_id, data_path)
     if key not in _DATA:
-        _DATA[key] = client_split(setup.task, setup.seed, partition_id)
+        if data_path:
+            from fedsim.deploy.client_data import load_client_data
+
+            _DATA[key] = load_client_data(data_path, setup.task.dataset,
+                                          setup.task.local_test_fraction,
+                                          setup.seed * 1_000_003 + partition_id)
+        else:
+            _DATA[key] = client_split(setup.task, setup.seed, partition_id)
     return _DATA[key]
 
 

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
     lst = sub.add_parser("list", help="strategies, tasks, engines and ready-made configs")
     lst.set_defaults(func=cmd_list)
+    from fedsim.deploy.commands import add_deploy_parser
+
+    add_deploy_parser(sub)
     return parser
 
 
