@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,6 +113,29 @@ def _client_traffic(meter: RoundMeter, strategy: Any) -> dict[str, Any]:
     return {"uplink_bytes_by_client": up, "downlink_bytes_by_client": down}
 
 
+class StopAtRoundEnd:
+    """The first Ctrl-C asks the loop to stop after the current round (so the checkpoint holds
+    a round boundary: no half-updated strategy, meter or client state); a second one stops now.
+    Only installed where Python allows it (the main thread)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this round (Ctrl-C again to stop now)")
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 def _export_client_states(grid: Grid) -> dict[int, Any] | None:
     """Client state held by the engine, by partition id (None if the engine cannot export)."""
     export = getattr(grid, "export_client_states", None)
@@ -160,7 +185,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             wall_seconds=clock_offset + time.monotonic() - start,
             metrics_lines=done + 1, rng=capture_rng()))
 
-    done = first_round - 1
+    stop = StopAtRoundEnd()
     try:
         if ckpt is None:
             writer.write_round({"round": 0, **evaluator(arrays), "wall_seconds": 0.0})
@@ -196,15 +221,13 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             record["round_seconds"] = time.monotonic() - t_round
             record["wall_seconds"] = clock_offset + time.monotonic() - start
             writer.write_round(record)
-            done = rnd
             every = cfg.output.checkpoint_every
-            if every and (rnd % every == 0 or rnd == cfg.train.rounds):
+            if every and (rnd % every == 0 or rnd == cfg.train.rounds or stop.requested):
                 checkpoint(rnd)
-    except KeyboardInterrupt:
-        if cfg.output.checkpoint_every and done >= first_round:
-            checkpoint(done)
-        raise
+            if stop.requested:
+                raise KeyboardInterrupt
     finally:
+        stop.restore()
         writer.close()
     rows = read_metrics(run_dir)
     summary = {"name": cfg.name, "strategy": cfg.strategy_name, "dataset": cfg.task.dataset,
