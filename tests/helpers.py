@@ -27,3 +27,11 @@ def metrics_without_times(run_dir: Path) -> list[dict[str, Any]]:
 
 def summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def engine_independent(rows: list[dict]) -> list[dict]:
+    """Drop wire-size fields: message metadata (node and run ids) encodes to a length that
+    depends on the engine's ids; payload sizes, accuracy and losses must match exactly."""
+    wire = ("_bytes", "bits_per_param", "compression_ratio", "_by_client")
+    return [{k: v for k, v in row.items()
+             if "payload" in k or not any(w in k for w in wire)} for row in rows]

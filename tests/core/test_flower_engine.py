@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import metrics_without_times, run_cli
+from helpers import engine_independent, metrics_without_times, run_cli
 
 
 def _processes_with_home_under(root: Path) -> list[int]:
@@ -23,14 +23,6 @@ def _processes_with_home_under(root: Path) -> list[int]:
     return found
 
 
-def _engine_independent(rows: list[dict]) -> list[dict]:
-    """Drop wire-size fields: message metadata (node and run ids) encodes to a length that
-    depends on the engine's ids; payload sizes, accuracy and losses must match exactly."""
-    wire = ("_bytes", "bits_per_param", "compression_ratio", "_by_client")
-    return [{k: v for k, v in row.items()
-             if "payload" in k or not any(w in k for w in wire)} for row in rows]
-
-
 @pytest.mark.slow
 def test_flower_engine_matches_inprocess_and_leaves_nothing_running(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,10 +33,10 @@ def test_flower_engine_matches_inprocess_and_leaves_nothing_running(
     code, flower_dir = run_cli(tmp_path / "flower", *overrides, engine="flower")
     assert code == 0
     _, local_dir = run_cli(tmp_path / "local", *overrides, engine="inprocess")
-    flower_rows = _engine_independent(metrics_without_times(flower_dir))
+    flower_rows = engine_independent(metrics_without_times(flower_dir))
     assert len(flower_rows) == 3
     assert "uplink_payload_bytes" in flower_rows[1]
-    assert flower_rows == _engine_independent(metrics_without_times(local_dir))
+    assert flower_rows == engine_independent(metrics_without_times(local_dir))
     assert (flower_dir / "summary.json").exists()
     assert "Starting Flower Simulation" in (flower_dir / "flower.log").read_text()
     assert _processes_with_home_under(scratch) == [], "flwr run left processes behind"
