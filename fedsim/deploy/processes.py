@@ -25,6 +25,7 @@ from typing import TextIO
 import psutil
 
 from fedsim.deploy.home import flower_env
+from fedsim.engine.processes import stop_processes
 
 
 @dataclass
@@ -168,13 +169,4 @@ def processes_under_home(flwr_home: Path) -> list[psutil.Process]:
 
 def stop_home(flwr_home: Path, grace: float = 10.0) -> int:
     """Stop every process started with ``FLWR_HOME=flwr_home``; return how many there were."""
-    procs = processes_under_home(flwr_home)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=grace)
-    return len(procs)
+    return stop_processes(processes_under_home(flwr_home), grace)
