@@ -26,31 +26,12 @@ from fedsim.deploy.home import flower_bin, write_connection
 from fedsim.deploy.probe import check_superlink
 from fedsim.deploy.processes import launch
 from fedsim.deploy.wire import WIRE_FILE, cross_check
+from fedsim.engine.flower_sim import app_pyproject
 
 DEPLOYMENT_FILE = "deployment.json"
 SERVER_LOG = "server.log"
-APP_PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "fedsim-deploy"
-version = "1.0.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "fedsim"
-
-[tool.flwr.app.components]
-serverapp = "fedsim.deploy.server_app:app"
-clientapp = "clients.client_app:app"
-
-[tool.flwr.app.config]
-config-path = ""
-config-toml = ""
-results-dir = ""
-"""
+APP_PYPROJECT = app_pyproject("fedsim-deploy", "fedsim.deploy.server_app:app",
+                              ("config-path", "config-toml", "results-dir"))
 
 
 @dataclass(frozen=True)

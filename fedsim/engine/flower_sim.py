@@ -17,13 +17,18 @@ from pathlib import Path
 from fedsim.config.schema import ExperimentConfig
 from fedsim.engine.processes import free_port, stop_flower_home
 
-APP_PYPROJECT = """\
+
+def app_pyproject(name: str, serverapp: str, config_keys: tuple[str, ...]) -> str:
+    """A minimal Flower app pyproject naming fedsim's apps (the code is imported from the
+    installed packages: runtime dependency installation is off)."""
+    config = "".join(f'{key} = ""\n' for key in config_keys)
+    return f"""\
 [build-system]
 requires = ["hatchling"]
 build-backend = "hatchling.build"
 
 [project]
-name = "fedsim-app"
+name = "{name}"
 version = "1.0.0"
 dependencies = []
 
@@ -31,12 +36,14 @@ dependencies = []
 publisher = "fedsim"
 
 [tool.flwr.app.components]
-serverapp = "fedsim.server_app:app"
+serverapp = "{serverapp}"
 clientapp = "clients.client_app:app"
 
 [tool.flwr.app.config]
-config-path = ""
-"""
+{config}"""
+
+
+APP_PYPROJECT = app_pyproject("fedsim-app", "fedsim.server_app:app", ("config-path",))
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
