@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fedsim.tasks.training import LocalBatches
+from fedsim.tasks.training import LocalBatches, backward_on_next_batch
 from strategies.vector import grad_vector, load_vector, model_vector
 
 Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -29,11 +29,7 @@ def run_local_steps(model: nn.Module, batches: LocalBatches, steps: int, rule: R
     y = model_vector(model)
     total = 0.0
     for _ in range(steps):
-        xb, yb = batches.next()
-        model.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        loss.backward()
+        total += backward_on_next_batch(model, batches)
         y = rule(y, grad_vector(model))
         load_vector(model, y)
-        total += float(loss.detach())
     return y, total / max(1, steps)

@@ -70,6 +70,17 @@ class LocalBatches:
         return xb, self.y[idx]
 
 
+def backward_on_next_batch(model: nn.Module, batches: LocalBatches) -> float:
+    """Cross-entropy on the client's next batch, gradients left in ``model``; return the loss.
+
+    The one gradient step every client half's local loop is built on."""
+    xb, yb = batches.next()
+    model.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(xb), yb)
+    loss.backward()
+    return float(loss.detach())
+
+
 def sgd_steps(model: nn.Module, batches: LocalBatches, steps: int, lr: float,
               momentum: float = 0.0, weight_decay: float = 0.0) -> float:
     """Run ``steps`` SGD steps on cross-entropy; return the mean training loss."""
@@ -78,12 +89,8 @@ def sgd_steps(model: nn.Module, batches: LocalBatches, steps: int, lr: float,
                           weight_decay=weight_decay)
     total = 0.0
     for _ in range(steps):
-        xb, yb = batches.next()
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        loss.backward()
+        total += backward_on_next_batch(model, batches)
         opt.step()
-        total += float(loss.detach())
     return total / max(1, steps)
 
 
