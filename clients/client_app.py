@@ -14,8 +14,9 @@ from flwr.clientapp import ClientApp
 from clients.faults import before_training, corrupt, draw_faults
 from clients.runtime import local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, parse_setup
+from fedsim.tasks.kind import task_kind
 from fedsim.tasks.task import augmentation
-from fedsim.tasks.training import LocalBatches, evaluate, num_local_steps
+from fedsim.tasks.training import LocalBatches, num_local_steps
 from strategies.client_half import LocalRound
 from strategies.registry import get_strategy
 
@@ -55,7 +56,7 @@ def train(msg: Message, context: Context) -> Message:
     t = setup.train
     batches = LocalBatches(train_data, t.batch_size, t.batch_sampling,
                            round_seed(setup.seed, pid, server_round, 0),
-                           augmentation(setup.task))
+                           augmentation(setup.task), task_kind(setup).batch_loss(train_data, pid))
     steps = num_local_steps(len(train_data), t.batch_size, t.local_steps, t.local_epochs)
     params = {k: v for k, v in setup.strategy.items() if k != "name"}
     algorithm = get_strategy(setup.strategy["name"]).build_client(params)
@@ -73,12 +74,14 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_fn(msg: Message, context: Context) -> Message:
-    """Loss and accuracy of the global model on this client's local test split."""
+    """The task's evaluation of the global model on this client's local test split (loss and
+    accuracy for classification)."""
     setup = parse_setup(str(msg.content["config"][SETUP_KEY]))
-    _, test_data = local_data(setup, _partition_id(context), _data_path(context))
+    pid = _partition_id(context)
+    _, test_data = local_data(setup, pid, _data_path(context))
     model = model_for(setup)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    loss, acc = evaluate(model, test_data)
-    metrics = MetricRecord({"eval-loss": loss, "eval-accuracy": acc,
+    scores = task_kind(setup).evaluate(model, test_data, pid)
+    metrics = MetricRecord({**{f"eval-{k}": float(v) for k, v in scores.items()},
                             "num-examples": len(test_data)})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

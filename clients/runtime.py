@@ -7,10 +7,11 @@ from torch import nn
 
 from fedsim.config.build import to_dict
 from fedsim.tasks.arrays import ArrayDataset
-from fedsim.tasks.task import client_split, new_model
+from fedsim.tasks.kind import TaskKind, task_kind
+from fedsim.tasks.task import client_split
 
 _DATA: dict[tuple, tuple[ArrayDataset, ArrayDataset]] = {}
-_MODELS: dict[tuple, nn.Module] = {}
+_MODELS: dict[TaskKind, nn.Module] = {}
 
 
 def local_data(setup, partition_id: int,
@@ -35,10 +36,10 @@ def local_data(setup, partition_id: int,
 
 def model_for(setup) -> nn.Module:
     """A reusable model instance for the task (its parameters are overwritten every round)."""
-    key = (setup.task.model, setup.task.dataset)
-    if key not in _MODELS:
-        _MODELS[key] = new_model(setup.task)
-    return _MODELS[key]
+    kind = task_kind(setup)
+    if kind not in _MODELS:
+        _MODELS[kind] = kind.new_model()
+    return _MODELS[kind]
 
 
 def round_seed(seed: int, partition_id: int, server_round: int, stream: int) -> int:

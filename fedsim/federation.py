@@ -8,6 +8,7 @@ evaluation cadence, per-round records and metering; the strategy only sees its u
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import signal
@@ -35,8 +36,7 @@ from fedsim.config.schema import ExperimentConfig
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
 from fedsim.results.writer import METRICS_FILE, ResultsWriter, read_metrics
-from fedsim.tasks.task import central_test, initial_arrays, new_model
-from fedsim.tasks.training import evaluate
+from fedsim.tasks.kind import task_kind
 from strategies.registry import Sampling, get_strategy
 
 log = logging.getLogger("fedsim")
@@ -70,19 +70,6 @@ def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0) -> di
     if not mapping:
         raise RuntimeError("no client answered the partition query")
     return mapping
-
-
-class CentralEvaluator:
-    """Evaluates the global arrays on the held-out central test set."""
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        self.model = new_model(cfg.task)
-        self.data = central_test(cfg.task, cfg.seed)
-
-    def __call__(self, arrays: ArrayRecord) -> dict[str, float]:
-        self.model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(self.model, self.data)
-        return {"central_loss": loss, "central_accuracy": acc}
 
 
 def _due(every: int, server_round: int, last: int) -> bool:
@@ -156,6 +143,17 @@ def _resume(ckpt: Checkpoint, strategy: Any, meter: RoundMeter | None, grid: Gri
     return ckpt.round + 1, ckpt.wall_seconds, numpy_to_arrays(ckpt.arrays)
 
 
+def _with_changes(cfg: ExperimentConfig, changes: dict[str, Any]) -> ExperimentConfig:
+    """``cfg`` with ``{"section.key": value}`` replaced (the task kind's prepared settings)."""
+    if not changes:
+        return cfg
+    out = copy.deepcopy(cfg)
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        setattr(getattr(out, section), key, value)
+    return out
+
+
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                    meter: RoundMeter | None = None) -> dict[str, Any]:
     """Run all rounds of ``cfg`` over ``grid``, writing the results folder ``run_dir``."""
@@ -168,9 +166,11 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     strategy = spec.build_server(params, Sampling(n, cfg.train.clients_per_round, fed_clients))
     strategy.bind_nodes(discover_partitions(grid, n), cfg.seed)
 
-    setup = ClientSetup.from_experiment(cfg).to_json()
-    evaluator = CentralEvaluator(cfg)
-    arrays = initial_arrays(cfg.task, cfg.seed)
+    kind = task_kind(cfg)
+    setup_changes = kind.prepare(run_dir)
+    setup = ClientSetup.from_experiment(_with_changes(cfg, setup_changes)).to_json()
+    evaluator = kind.central_evaluator(run_dir)
+    arrays = kind.initial_arrays()
     first_round, clock_offset = 1, 0.0
     ckpt = load_checkpoint(run_dir)
     if ckpt is not None:
@@ -188,7 +188,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     stop = StopAtRoundEnd()
     try:
         if ckpt is None:
-            writer.write_round({"round": 0, **evaluator(arrays), "wall_seconds": 0.0})
+            writer.write_round({"round": 0, **evaluator(arrays, 0), "wall_seconds": 0.0})
         for rnd in range(first_round, cfg.train.rounds + 1):
             t_round = time.monotonic()
             record: dict[str, Any] = {"round": rnd}
@@ -201,7 +201,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 meter.uplink(replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is not None:
-                arrays = new_arrays
+                arrays = kind.server_update(new_arrays, rnd)
             record.update(_metric_values(train_metrics, "train_"))
             record.update(strategy.round_report)
             if meter:
@@ -217,7 +217,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             if hasattr(grid, "end_round"):  # engines with a virtual clock (fedsim's Ray grid)
                 record.update(grid.end_round())
             if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
-                record.update(evaluator(arrays))
+                record.update(evaluator(arrays, rnd))
             record["round_seconds"] = time.monotonic() - t_round
             record["wall_seconds"] = clock_offset + time.monotonic() - start
             writer.write_round(record)

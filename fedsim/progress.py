@@ -20,6 +20,10 @@ def _describe(row: dict) -> dict[str, str]:
     shown = {}
     if row.get("central_accuracy") is not None:
         shown["acc"] = f"{row['central_accuracy']:.3f}"
+    for key, name in (("sample_quality", "quality"), ("federated_reward", "reward"),
+                      ("noise_z_sq", "z2")):
+        if row.get(key) is not None:
+            shown[name] = f"{row[key]:.3f}"
     if row.get("central_loss") is not None:
         shown["loss"] = f"{row['central_loss']:.3f}"
     if row.get("cumulative_uplink_bytes") is not None:

@@ -12,6 +12,7 @@ MODEL_DATASETS: dict[str, tuple[str, ...]] = {
     "digits-cnn": ("digits",),
     "cnn": ("mnist", "fashion-mnist", "femnist"),
     "resnet20": ("cifar10",),
+    "eps-mlp": ("digits", "mnist", "fashion-mnist", "cifar10"),
 }
 
 # Training-pool sizes of the datasets (digits: after the central hold-out at the default 0.2).
@@ -31,6 +32,7 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     if train.local_steps == 0 and train.local_epochs == 0:
         raise ConfigError("train.local_steps", 0,
                           "local_steps or local_epochs must be at least 1")
+    _check_kind(cfg)
     if task.dataset not in MODEL_DATASETS[task.model]:
         raise ConfigError("task.model", task.model,
                           f"cannot train on {task.dataset!r}; models for {task.dataset!r}: "
@@ -60,3 +62,27 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     if task.partitioner == "pathological" and task.classes_per_client > 10:
         raise ConfigError("task.classes_per_client", task.classes_per_client,
                           "at most 10, the number of classes")
+
+
+def _check_kind(cfg: ExperimentConfig) -> None:
+    """Diffusion and DNO tasks use the eps-MLP; classification never does."""
+    task = cfg.task
+    if task.kind == "classification" and task.model == "eps-mlp":
+        raise ConfigError("task.model", task.model,
+                          "a classifier (logreg, mlp, digits-cnn, cnn, resnet20); eps-mlp is "
+                          "the denoiser of task.kind = 'diffusion' or 'dno'")
+    if task.kind != "classification" and task.model != "eps-mlp":
+        raise ConfigError("task.model", task.model,
+                          f"'eps-mlp' for task.kind = {task.kind!r}")
+    if task.kind == "dno":
+        if not cfg.dno.generator and task.dataset != "digits":
+            raise ConfigError("dno.generator", "",
+                              "a diffusion run's results folder (central pre-training is "
+                              "offered only for the bundled digits)")
+        if cfg.dno.reward == "compressibility" and cfg.dno.method == "grad":
+            raise ConfigError("dno.method", "grad",
+                              "hybrid2 or zo for the non-differentiable compressibility reward")
+        if cfg.dno.reward == "classifier" and task.dataset == "cifar10":
+            raise ConfigError("dno.reward", "classifier",
+                              "brightness or compressibility for cifar10 (the classifier "
+                              "reward is a digit classifier)")

@@ -13,7 +13,10 @@ from typing import Any
 from fedsim.config.fields import setting
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "femnist")
-MODELS = ("logreg", "mlp", "digits-cnn", "cnn", "resnet20")
+MODELS = ("logreg", "mlp", "digits-cnn", "cnn", "resnet20", "eps-mlp")
+TASK_KINDS = ("classification", "diffusion", "dno")
+DNO_REWARDS = ("classifier", "brightness", "compressibility")
+DNO_METHODS = ("grad", "hybrid2", "zo")
 PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "natural")
 
 
@@ -21,6 +24,10 @@ PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "natural")
 class TaskConfig:
     """What is learned and how the data is split across clients."""
 
+    kind: str = setting("classification", "classification (cross-entropy); diffusion (a DDPM "
+                        "trained on the clients' images, [diffusion]); dno (federated noise "
+                        "optimisation of a frozen DDPM against the clients' private rewards, "
+                        "[dno])", choices=TASK_KINDS)
     dataset: str = setting("digits", "dataset; digits is bundled with scikit-learn (offline)",
                            choices=DATASETS)
     model: str = setting("logreg", "model architecture", choices=MODELS)
@@ -79,6 +86,58 @@ class OutputConfig:
     plots: bool = setting(True, "write PNG plots at the end of the run")
     checkpoint_every: int = setting(5, "write a resumable checkpoint every k rounds (0: never)",
                                     low=0)
+
+
+@dataclass
+class DiffusionConfig:
+    """The DDPM of ``task.kind = "diffusion"`` (and the frozen generator of ``"dno"``): an
+    epsilon-predicting MLP with time embedding, linear betas (Ho et al. 2020), DDIM samples."""
+
+    hidden: int = setting(256, "width of the eps-MLP", low=8)
+    depth: int = setting(3, "residual blocks of the eps-MLP", low=1)
+    time_dim: int = setting(64, "size of the sinusoidal timestep embedding", low=2)
+    num_train_steps: int = setting(1000, "T, training timesteps of the linear beta schedule",
+                                   low=2)
+    sample_steps: int = setting(50, "sampler steps for the evaluation samples", low=1)
+    eta: float = setting(0.0, "sampler stochasticity (0: DDIM, 1: DDPM-like)", low=0.0,
+                         high=1.0)
+    num_samples: int = setting(64, "samples drawn (from a fixed noise) at each evaluation",
+                               low=1, high=1024)
+    confidence: float = setting(0.9, "quality proxy: a sample counts when the held-out "
+                                "classifier's top probability is at least this", low=0.0,
+                                high=1.0)
+
+
+@dataclass
+class DnoConfig:
+    """Federated DNO (algorithms.md §6.2 II, a platform extension): the noise z of a frozen
+    sampler is the shared parameter, each client scores M(z) with its private reward, and the
+    server holds the probability regulariser P(z) (DNO, Tang et al., arXiv 2405.18881)."""
+
+    generator: str = setting("", "the frozen DDPM: a results folder of a diffusion run (its "
+                             "checkpoint), or empty to pre-train one centrally on the "
+                             "dataset's training pool")
+    pretrain_steps: int = setting(1500, "Adam steps of the central pre-training", low=1)
+    num_samples: int = setting(8, "samples whose noise is optimised together", low=1,
+                               high=256)
+    sample_steps: int = setting(20, "N, sampler steps of M(z)", low=1)
+    eta: float = setting(1.0, "sampler stochasticity; eta > 0 optimises every injected noise",
+                         low=0.0, high=1.0)
+    reward: str = setting("classifier", "each client's private reward: classifier (log p of "
+                          "the target digit under a classifier trained on its own data), "
+                          "brightness (unclamped mean pixel), compressibility (zlib bytes, "
+                          "non-differentiable)", choices=DNO_REWARDS)
+    target_digit: int = setting(3, "digit the classifier reward asks for (-1: each client "
+                                "its own most frequent label)", low=-1, high=9)
+    method: str = setting("grad", "client feedback: grad (backprop through the sampler), "
+                          "hybrid2 or zo (reward values only)", choices=DNO_METHODS)
+    q: int = setting(4, "perturbations per step of hybrid2 / zo", low=1)
+    mu: float = setting(0.01, "perturbation scale of hybrid2 / zo", low=0.0, low_open=True)
+    clip: float = setting(1.0, "clients clip the norm of their feedback gradient to this",
+                          low=0.0, low_open=True)
+    gamma_reg: float = setting(1.0, "gamma_reg, weight of P(z) in the server's step (0: off)",
+                               low=0.0)
+    server_lr: float = setting(0.05, "server step size on gamma_reg * grad P(z)", low=0.0)
 
 
 CORRUPTIONS = ("nan", "inf", "shape", "dtype", "truncate")
@@ -156,6 +215,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    dno: DnoConfig = field(default_factory=DnoConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     @property

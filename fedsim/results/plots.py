@@ -78,4 +78,33 @@ def plot_runs(runs: dict[str, list[dict[str, Any]]], out_dir: Path,
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path)
+    for key, label in TASK_METRIC_PLOTS:
+        lines = {name: _series(rows, "round", key, 1.0) for name, rows in runs.items()}
+        if any(len(xs) > 1 for xs, _ in lines.values()):
+            written.append(_line_plot(lines, out_dir / f"{key}_vs_round.png", label))
     return written
+
+
+# metrics of the diffusion and DNO tasks plotted against rounds when a run has them
+TASK_METRIC_PLOTS = (
+    ("sample_quality", "share of samples the held-out classifier labels confidently"),
+    ("sample_target_prob", "held-out classifier's p(target digit) of the samples"),
+    ("federated_reward", "clients' private reward of the samples"),
+    ("noise_z_sq", "mean z^2 of the optimised noise"),
+    ("sample_out_of_range", "share of pixels outside the data range [-1, 1]"),
+)
+
+
+def _line_plot(lines: dict[str, tuple[list[float], list[float]]], path: Path,
+               y_label: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, (xs, ys) in lines.items():
+        ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel(y_label, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

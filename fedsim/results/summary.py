@@ -40,6 +40,10 @@ def summarize(rows: list[dict[str, Any]], target_accuracy: float) -> dict[str, A
         "train_failures": sum(r.get("train_failures", 0) for r in trained),
         "train_rejected": sum(r.get("train_rejected", 0) for r in trained),
     }
+    task_rows = [r for r in rows if any(k in r for k in TASK_METRICS)]
+    if task_rows:
+        summary["final_task_metrics"] = {k: task_rows[-1][k] for k in TASK_METRICS
+                                         if k in task_rows[-1]}
     if "cumulative_uplink_bytes" in last:
         summary["total_uplink_bytes"] = last["cumulative_uplink_bytes"]
         summary["total_downlink_bytes"] = last.get("cumulative_downlink_bytes")
@@ -62,6 +66,11 @@ def summarize(rows: list[dict[str, Any]], target_accuracy: float) -> dict[str, A
 
 
 FP32_BITS = 32
+
+# headline metrics of the diffusion and DNO task kinds (fedsim/diffusion/*_task.py)
+TASK_METRICS = ("sample_quality", "sample_class_coverage", "sample_target_prob",
+                "sample_brightness", "sample_zlib_bytes", "sample_out_of_range", "noise_z_sq",
+                "noise_prob_reg", "federated_reward")
 
 
 def _mean_name(key: str) -> str:

@@ -51,11 +51,23 @@ def random_crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch
     return out
 
 
+def cross_entropy(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Mean cross-entropy of the model's logits (the classification loss)."""
+    return nn.functional.cross_entropy(model(xb), yb)
+
+
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+"""loss(model, x_batch, y_batch, generator) -> scalar loss to backpropagate."""
+
+
 class LocalBatches:
-    """Batches of one client's training data as tensors, in a seeded order."""
+    """Batches of one client's training data as tensors, in a seeded order, and the loss the
+    task scores them with (cross-entropy unless the task kind says otherwise)."""
 
     def __init__(self, data: ArrayDataset, batch_size: int, mode: str, seed: int,
-                 augment: Augment | None = None) -> None:
+                 augment: Augment | None = None, loss: BatchLoss = cross_entropy) -> None:
+        self.loss = loss
         self.x = torch.from_numpy(data.x)
         self.y = torch.from_numpy(data.y)
         self.augment = augment
@@ -71,19 +83,19 @@ class LocalBatches:
 
 
 def backward_on_next_batch(model: nn.Module, batches: LocalBatches) -> float:
-    """Cross-entropy on the client's next batch, gradients left in ``model``; return the loss.
+    """The task's loss on the client's next batch, gradients left in ``model``; return it.
 
     The one gradient step every client half's local loop is built on."""
     xb, yb = batches.next()
     model.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(xb), yb)
+    loss = batches.loss(model, xb, yb, batches.torch_gen)
     loss.backward()
     return float(loss.detach())
 
 
 def sgd_steps(model: nn.Module, batches: LocalBatches, steps: int, lr: float,
               momentum: float = 0.0, weight_decay: float = 0.0) -> float:
-    """Run ``steps`` SGD steps on cross-entropy; return the mean training loss."""
+    """Run ``steps`` SGD steps on the batches' loss; return the mean training loss."""
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                           weight_decay=weight_decay)

@@ -1,0 +1,133 @@
+"""What kind of learning a task is: its model, its clients' loss, and how it is evaluated.
+
+Every strategy's client half runs its local loop through
+:func:`fedsim.tasks.training.backward_on_next_batch`, which asks the batches for their loss, so
+a task kind plugs a new objective into every strategy without touching one:
+
+- ``classification``: cross-entropy on labelled images (the default);
+- ``diffusion``: the DDPM denoising loss (``fedsim/diffusion/ddpm_task.py``);
+- ``dno``: the negated private reward of a frozen sampler's samples, the optimised "model" being
+  the sampler's noise (``fedsim/diffusion/dno_task.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord
+from torch import nn
+
+from fedsim.config.build import to_dict
+from fedsim.tasks.arrays import ArrayDataset
+from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES
+from fedsim.tasks.task import central_test, new_model
+from fedsim.tasks.training import BatchLoss, cross_entropy, evaluate
+
+
+class CentralEvaluator(ABC):
+    """The server's evaluation of the global arrays after a round (may write files)."""
+
+    @abstractmethod
+    def __call__(self, arrays: ArrayRecord, server_round: int) -> dict[str, float]:
+        """Metrics of the global arrays, keyed as they go into metrics.jsonl."""
+
+
+class TaskKind(ABC):
+    """One kind of task: built from the experiment (or a client's setup), shared by both halves.
+
+    ``spec`` is anything with ``task``, ``diffusion``, ``dno`` and ``seed`` attributes: the
+    server's ``ExperimentConfig`` or a client's ``ClientSetup``.
+    """
+
+    def __init__(self, spec: Any) -> None:
+        self.task = spec.task
+        self.seed = int(spec.seed)
+        self.input_shape = INPUT_SHAPES[self.task.dataset]
+        self.num_classes = NUM_CLASSES[self.task.dataset]
+
+    @abstractmethod
+    def new_model(self) -> nn.Module:
+        """A fresh instance of the model whose parameters are federated."""
+
+    def initial_arrays(self) -> ArrayRecord:
+        """The global model's initial parameters, drawn from the seed."""
+        torch.manual_seed(self.seed)
+        return ArrayRecord(self.new_model().state_dict())
+
+    @abstractmethod
+    def batch_loss(self, train_data: ArrayDataset, partition_id: int) -> BatchLoss:
+        """The loss a client minimises in its local steps."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: ArrayDataset,
+                 partition_id: int) -> dict[str, float]:
+        """A client's evaluation of the global model on its local test split (must hold
+        ``loss``; keys become ``eval-<key>`` in the reply)."""
+
+    @abstractmethod
+    def central_evaluator(self, run_dir: Path) -> CentralEvaluator:
+        """The server's evaluator, writing any files (sample grids) into ``run_dir``."""
+
+    def server_update(self, arrays: ArrayRecord, server_round: int) -> ArrayRecord:
+        """A server-side step after aggregation (identity except for DNO's P(z))."""
+        return arrays
+
+    def prepare(self, run_dir: Path) -> dict[str, Any]:
+        """Server-side work before round 1; returns settings to change in the clients' setup
+        (DNO: the path of the frozen generator it pre-trained)."""
+        return {}
+
+
+class Classification(TaskKind):
+    """Cross-entropy on labelled images; evaluated by loss and accuracy."""
+
+    def new_model(self) -> nn.Module:
+        return new_model(self.task)
+
+    def batch_loss(self, train_data: ArrayDataset, partition_id: int) -> BatchLoss:
+        return cross_entropy
+
+    def evaluate(self, model: nn.Module, data: ArrayDataset,
+                 partition_id: int) -> dict[str, float]:
+        loss, acc = evaluate(model, data)
+        return {"loss": loss, "accuracy": acc}
+
+    def central_evaluator(self, run_dir: Path) -> CentralEvaluator:
+        return _AccuracyEvaluator(self, central_test(self.task, self.seed))
+
+
+class _AccuracyEvaluator(CentralEvaluator):
+    def __init__(self, kind: Classification, data: ArrayDataset) -> None:
+        self.model = kind.new_model()
+        self.data = data
+
+    def __call__(self, arrays: ArrayRecord, server_round: int) -> dict[str, float]:
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        loss, acc = evaluate(self.model, self.data)
+        return {"central_loss": loss, "central_accuracy": acc}
+
+
+_KINDS: dict[str, TaskKind] = {}
+
+
+def task_kind(spec: Any) -> TaskKind:
+    """The (process-wide cached) task kind of an experiment config or client setup."""
+    key = json.dumps([to_dict(spec.task), to_dict(spec.diffusion), to_dict(spec.dno),
+                      int(spec.seed)], sort_keys=True)
+    if key not in _KINDS:
+        kind = spec.task.kind
+        if kind == "diffusion":
+            from fedsim.diffusion.ddpm_task import DenoisingDiffusion
+
+            _KINDS[key] = DenoisingDiffusion(spec)
+        elif kind == "dno":
+            from fedsim.diffusion.dno_task import NoiseOptimisation
+
+            _KINDS[key] = NoiseOptimisation(spec)
+        else:
+            _KINDS[key] = Classification(spec)
+    return _KINDS[key]
