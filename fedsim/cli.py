@@ -88,9 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary_path.exists():
         s = json.loads(summary_path.read_text())
         acc = s.get("final_accuracy")
-        print(f"fedsim: done in {s.get('wall_seconds') or 0:.1f} s; final accuracy "
-              f"{acc if acc is None else f'{acc:.4f}'}; rounds to "
-              f"{s['target_accuracy']:.0%}: {s.get('rounds_to_target')}", file=sys.stderr)
+        reached = (f"; final accuracy {acc:.4f}; rounds to {s['target_accuracy']:.0%}: "
+                   f"{s.get('rounds_to_target')}" if acc is not None else "")
+        print(f"fedsim: done in {s.get('wall_seconds') or 0:.1f} s{reached}", file=sys.stderr)
         if s.get("final_task_metrics"):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in s["final_task_metrics"].items())
             print(f"fedsim: final {shown}", file=sys.stderr)
