@@ -26,7 +26,7 @@ DIFFUSION = str(CONFIGS / "diffusion-fedlion.toml")
 TINY_DDPM = ("diffusion.hidden=32", "diffusion.depth=1", "diffusion.sample_steps=5",
              "diffusion.num_samples=8", "task.num_clients=4", "train.clients_per_round=4",
              "train.rounds=4", "train.local_steps=8", "eval.central_every=2",
-             "eval.federated_every=4", "output.checkpoint_every=0")
+             "eval.federated_every=4", "output.checkpoint_every=4")
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,14 @@ def test_diffusion_run_learns_and_writes_sample_grids(tmp_path: Path) -> None:
     assert (run_dir / "sample_quality_vs_round.png").stat().st_size > 0
     final = summary(run_dir)["final_task_metrics"]
     assert 0.0 <= final["sample_quality"] <= 1.0 and 0.0 <= final["sample_class_coverage"] <= 1
+
+    # the federated DDPM's results folder is a generator for federated DNO (§6.2 I then II)
+    code, dno_dir = run_cli(tmp_path / "dno", f"dno.generator={run_dir}", "diffusion.hidden=32",
+                            "diffusion.depth=1", "dno.num_samples=2", "dno.sample_steps=5",
+                            "task.num_clients=3", "train.clients_per_round=3", "train.rounds=2",
+                            "output.plots=false", config=str(CONFIGS / "dno-fedlion.toml"))
+    assert code == 0 and not (dno_dir / "generator.pt").exists()
+    assert read_metrics(dno_dir)[-1]["train_loss"] > 0
 
 
 def test_diffusion_client_loss_is_the_ddpm_loss_on_signed_images() -> None:
@@ -147,3 +155,13 @@ def test_federated_dno_on_the_ray_engine_matches_in_process(tmp_path: Path,
     common = [{k: v for k, v in r.items() if k in other}
               for r, other in zip(ray_rows, local_rows, strict=True)]
     assert common == local_rows
+
+
+def test_dno_without_generator_pretrains_one_and_hands_clients_its_path(tmp_path: Path) -> None:
+    code, run_dir = run_cli(tmp_path / "pre", "dno.pretrain_steps=30", "diffusion.hidden=32",
+                            "diffusion.depth=1", "dno.num_samples=2", "dno.sample_steps=4",
+                            "task.num_clients=2", "train.clients_per_round=2", "train.rounds=1",
+                            "output.plots=false", config=str(CONFIGS / "dno-fedlion.toml"))
+    assert code == 0
+    assert (run_dir / "generator.pt").stat().st_size > 0
+    assert read_metrics(run_dir)[1]["train_replies"] == 2
