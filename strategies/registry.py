@@ -26,6 +26,7 @@ STRATEGY_MODULES = (
     "strategies.ef_signsgd",
     "strategies.fedda",
     "strategies.fafed",
+    "strategies.zo_seeds",
 )
 
 

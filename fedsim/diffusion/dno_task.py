@@ -131,8 +131,11 @@ class NoiseOptimisation(TaskKind):
 
         def loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
-            """Value -mean r_i(M(z)); gradient the clipped feedback of the chosen estimator."""
+            """Value -mean r_i(M(z)); gradient the clipped feedback of the chosen estimator
+            (under ``torch.no_grad`` only the value: zeroth-order clients need no more)."""
             z = model.z
+            if not torch.is_grad_enabled():
+                return -reward(sampler(z)).mean()
             grad, r, _ = feedback_grad(dno.method, z, sampler, reward, dno.q, dno.mu, generator)
             norm = grad.norm()
             if norm > dno.clip:

@@ -165,3 +165,18 @@ def test_dno_without_generator_pretrains_one_and_hands_clients_its_path(tmp_path
     assert code == 0
     assert (run_dir / "generator.pt").stat().st_size > 0
     assert read_metrics(run_dir)[1]["train_replies"] == 2
+
+
+def test_black_box_dno_uplinks_only_reward_values_and_improves(tmp_path: Path,
+                                                                generator_file: Path) -> None:
+    overrides = [o for o in tiny_dno(generator_file, "zsignfedavg")
+                 if not o.startswith("train.lr")]
+    code, run_dir = run_cli(tmp_path / "zo", *overrides, "strategy.q=8",
+                            "strategy.server_lr=1.0", "train.rounds=8",
+                            config=str(CONFIGS / "dno-zo-seeds.toml"))
+    assert code == 0
+    rows = read_metrics(run_dir)
+    assert rows[-1]["train_loss"] < rows[1]["train_loss"] - 0.3
+    # 9 float32 reward values per client, whatever the size of z (2 x 6 x 64 = 768)
+    assert rows[1]["uplink_payload_bytes"] == 3 * 9 * 4
+    assert all(abs(r["noise_z_sq"] - 1) < 0.1 for r in rows if "noise_z_sq" in r)
