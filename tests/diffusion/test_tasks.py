@@ -180,3 +180,15 @@ def test_black_box_dno_uplinks_only_reward_values_and_improves(tmp_path: Path,
     # 9 float32 reward values per client, whatever the size of z (2 x 6 x 64 = 768)
     assert rows[1]["uplink_payload_bytes"] == 3 * 9 * 4
     assert all(abs(r["noise_z_sq"] - 1) < 0.1 for r in rows if "noise_z_sq" in r)
+
+
+def test_hub_images_are_unnormalised_to_the_signed_unit_range() -> None:
+    import numpy as np
+
+    from fedsim.tasks.datasets import HUB_DATASETS
+
+    info = HUB_DATASETS["mnist"]
+    pixels = np.array([0.0, 0.5, 1.0], np.float32).reshape(1, 1, 1, 3)
+    normalised = (pixels - info.mean[0]) / info.std[0]
+    torch.testing.assert_close(to_signed_unit(normalised, "mnist").flatten(),
+                               torch.tensor([-1.0, 0.0, 1.0]))
