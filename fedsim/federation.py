@@ -31,6 +31,7 @@ from fedsim.checkpoint import (
     save_checkpoint,
     truncate_metrics,
 )
+from fedsim.comm.npy import record_to_torch
 from fedsim.config.schema import ExperimentConfig
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
@@ -80,7 +81,7 @@ class CentralEvaluator:
         self.data = central_test(cfg.task, cfg.seed)
 
     def __call__(self, arrays: ArrayRecord) -> dict[str, float]:
-        self.model.load_state_dict(arrays.to_torch_state_dict())
+        self.model.load_state_dict(record_to_torch(arrays))
         loss, acc = evaluate(self.model, self.data)
         return {"central_loss": loss, "central_accuracy": acc}
 

@@ -21,6 +21,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fedsim.comm.npy import view
+
 
 def metrics_reply_problem(msg: Message) -> str | None:
     """A reply must hold exactly one MetricRecord ``metrics`` with a scalar ``num-examples``."""
@@ -49,7 +51,7 @@ def model_reply_problem(msg: Message, expected: dict[str, tuple[tuple[int, ...],
             return (f"array {key!r} is {array.dtype}{list(array.shape)}, expected "
                     f"{expected[key][1]}{list(expected[key][0])}")
         try:
-            values = array.numpy()
+            values = view(array)
         except Exception as err:  # noqa: BLE001 - any undecodable payload is malformed
             return f"array {key!r} cannot be decoded ({err})"
         if values.dtype.kind == "f" and not np.isfinite(values).all():
