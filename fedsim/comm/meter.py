@@ -17,10 +17,13 @@ The meter knows no algorithm. The server-side plumbing calls, once per round::
     meter.uplink(replies)          # the messages aggregate_train receives (errors included)
     row.update(meter.end_round())  # a flat dict of plain ints/floats (None where undefined)
 
+The sum is computed by ``fedsim.comm.tree_size`` to the byte without hashing or copying the
+arrays (Flower's own way costs about 0.7 ms per 150 KB reply, the new one about 0.05 ms).
 Downlink is measured once per distinct content object (FedAvg puts one RecordDict into all N
-instructions; cached by ``id(content)`` within one call) plus each message's own object. After
-measuring, the ``_chunks`` memoryviews Flower caches in every ``Array`` are removed, since
-they break ``pickle``/``deepcopy`` and double Ray payloads (grid-on-ray.md §7 pitfall).
+instructions; cached by ``id(content)`` within one call) plus each message's own object. Where
+Flower's own count is used (unusual objects), the ``_chunks`` memoryviews it caches in every
+``Array`` are removed, since they break ``pickle``/``deepcopy`` and double Ray payloads
+(grid-on-ray.md §7 pitfall).
 
 Round metric keys returned by :meth:`CommMeter.end_round` (bytes are integers):
 
@@ -68,7 +71,8 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, Message, RecordDict
-from flwr.supercore.inflatable.inflatable_object import InflatableObject, get_all_nested_objects
+
+from fedsim.comm.tree_size import content_tree_bytes, message_frame, tree_bytes
 
 #: bytes of the PushMessages proto per reply, beside the object tree (flower-1.41.md §9)
 PUSH_OVERHEAD_BYTES = 645
@@ -76,26 +80,12 @@ PUSH_OVERHEAD_BYTES = 645
 FP32_BITS = 32
 
 
-def strip_cached_chunks(objects: Iterable[InflatableObject]) -> None:
-    """Drop the ``_chunks`` memoryview cache of every ``Array`` in ``objects``."""
-    for obj in objects:
-        if isinstance(obj, Array):
-            obj.__dict__.pop("_chunks", None)
-
-
-def _tree_bytes(obj: InflatableObject) -> tuple[int, list[InflatableObject]]:
-    objs = list(get_all_nested_objects(obj).values())
-    return sum(len(o.deflate()) for o in objs), objs
-
-
 def message_wire_bytes(msg: Message) -> int:
     """Serialized size of ``msg``: Σ ``len(o.deflate())`` over its unique nested objects.
 
-    Leaves the message picklable (cached ``_chunks`` are removed afterwards).
+    Exact (``fedsim.comm.tree_size``); leaves the message picklable.
     """
-    total, objs = _tree_bytes(msg)
-    strip_cached_chunks(objs)
-    return total
+    return tree_bytes(msg)
 
 
 def array_nbytes(arr: Array) -> int:
@@ -173,25 +163,22 @@ class CommMeter:
     def downlink(self, messages: Iterable[Message]) -> None:
         """Measure instructions (``configure_train``'s output); shared content is measured once."""
         t0 = time.perf_counter()
-        contents: dict[int, tuple[int, int, list[InflatableObject]]] = {}
+        contents: dict[int, tuple[int, int]] = {}
         for msg in messages:
             wire, payload = 0, 0
             if msg.has_content():
                 content = msg.content
                 if id(content) not in contents:
-                    tree, objs = _tree_bytes(content)
-                    contents[id(content)] = (tree, content_payload_bytes(content), objs)
+                    contents[id(content)] = (content_tree_bytes(content),
+                                             content_payload_bytes(content))
                     if self.num_params is None:
                         self.num_params = count_params(content)
-                tree, payload, _ = contents[id(content)]
-                wire = tree
-            wire += len(msg.deflate())
+                wire, payload = contents[id(content)]
+            wire += message_frame(msg)
             self._down.append((wire, payload))
             rec = self._client(msg.metadata.dst_node_id)
             rec.downlink_bytes += wire
             rec.downlink_payload_bytes += payload
-        for _, _, objs in contents.values():
-            strip_cached_chunks(objs)
         self._seconds += time.perf_counter() - t0
 
     def uplink(self, replies: Iterable[Message],

@@ -20,12 +20,13 @@ import ray
 from flwr.app import ConfigRecord, Message
 from flwr.common.constant import ErrorCode
 
+from fedsim.comm.tree_size import content_tree_bytes
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
-from fedsim.engine.wire import ReplySizer, drop_record_chunks
+from fedsim.engine.wire import drop_record_chunks, message_bytes
 
 TIMED_TYPES = ("train", "evaluate")  # message types the clock and the device fates apply to
 
@@ -71,7 +72,6 @@ class RayGrid(VirtualGrid):
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
-        self._sizer = ReplySizer()
 
     def _fresh_context(self, node_id: int):
         return node_context(self._run.run_id, node_id, self.partition_of[node_id],
@@ -88,10 +88,10 @@ class RayGrid(VirtualGrid):
             msg_id = self.accept(msg)
             ids.append(msg_id)
             content = msg.content
-            if id(content) not in sizes:  # one size per shared content (same layout, same bytes)
-                sizes[id(content)] = self._sizer(msg)
+            if id(content) not in sizes:  # one content size per shared content object
+                sizes[id(content)] = content_tree_bytes(content)
             kind = msg.metadata.message_type.split(".")[0]
-            delivery = Delivery(msg, kind in TIMED_TYPES, sizes[id(content)])
+            delivery = Delivery(msg, kind in TIMED_TYPES, message_bytes(msg, sizes[id(content)]))
             self._deliveries[msg_id] = delivery
             node = msg.metadata.dst_node_id
             if delivery.timed:
