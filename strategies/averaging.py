@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedsim.comm.npy import record_from_numpy, view
+from fedsim.comm.records import array_records, metric_records
 
 
 def weighted_average(records: list[RecordDict], weight_key: str) -> ArrayRecord:
@@ -24,12 +25,12 @@ def weighted_average(records: list[RecordDict], weight_key: str) -> ArrayRecord:
     Each reply's weight is ``w_i / sum(w)`` from its (only) MetricRecord; the arrays of all its
     ArrayRecords are accumulated as ``sum_i x_i * weight_i`` in reply order.
     """
-    weights = [next(iter(r.metric_records.values()))[weight_key] for r in records]
+    weights = [next(iter(metric_records(r).values()))[weight_key] for r in records]
     total = sum(weights)
     factors = [w / total for w in weights]
     acc: dict[str, np.ndarray] = {}
     for record, factor in zip(records, factors, strict=True):
-        for arrays in record.array_records.values():
+        for arrays in array_records(record).values():
             for key, value in arrays.items():
                 if key not in acc:
                     acc[key] = view(value) * factor

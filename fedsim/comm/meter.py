@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, Message, RecordDict
 
+from fedsim.comm.records import array_records
 from fedsim.comm.tree_size import content_tree_bytes, message_frame, tree_bytes
 
 #: bytes of the PushMessages proto per reply, beside the object tree (flower-1.41.md §9)
@@ -98,7 +99,7 @@ def array_nbytes(arr: Array) -> int:
 
 def content_payload_bytes(content: RecordDict) -> int:
     """Σ ``nbytes`` of every array of every ``ArrayRecord`` in ``content``."""
-    return sum(array_nbytes(a) for rec in content.array_records.values() for a in rec.values())
+    return sum(array_nbytes(a) for rec in array_records(content).values() for a in rec.values())
 
 
 def message_payload_bytes(msg: Message) -> int:
@@ -108,7 +109,7 @@ def message_payload_bytes(msg: Message) -> int:
 
 def count_params(content: RecordDict) -> int | None:
     """Elements of the ``"arrays"`` ArrayRecord (else the first ArrayRecord) of ``content``."""
-    records = content.array_records
+    records = array_records(content)
     if not records:
         return None
     rec = records["arrays"] if "arrays" in records else next(iter(records.values()))
