@@ -183,18 +183,20 @@ class CommMeter:
         self._seconds += time.perf_counter() - t0
 
     def uplink(self, replies: Iterable[Message],
-               wire_bytes: Sequence[int] | None = None) -> None:
+               wire_bytes: Sequence[int | None] | None = None) -> None:
         """Measure replies (``aggregate_train``'s input, error replies included).
 
         ``wire_bytes``: sizes already measured with :func:`message_wire_bytes` where the reply
-        was produced (e.g. inside a Ray actor), in the order of ``replies``.
+        was produced (e.g. inside a Ray actor), in the order of ``replies``; ``None`` entries
+        are measured here.
         """
         t0 = time.perf_counter()
         replies = list(replies)
         if wire_bytes is not None and len(wire_bytes) != len(replies):
             raise ValueError(f"{len(wire_bytes)} sizes for {len(replies)} replies")
         for i, msg in enumerate(replies):
-            wire = int(wire_bytes[i]) if wire_bytes is not None else message_wire_bytes(msg)
+            known = wire_bytes[i] if wire_bytes is not None else None
+            wire = int(known) if known is not None else message_wire_bytes(msg)
             payload = message_payload_bytes(msg)
             self._up.append((wire, payload, msg.has_content()))
             rec = self._client(msg.metadata.src_node_id)

@@ -119,3 +119,18 @@ def test_message_bytes_is_the_exact_serialized_size() -> None:
         drop_chunk_cache(reply.content)
         assert message_bytes(reply) == message_wire_bytes(reply) == flower
         assert all("_chunks" not in a.__dict__ for a in reply.content["arrays"].values())
+
+
+def test_meter_reuses_sizes_measured_elsewhere_and_measures_the_rest() -> None:
+    from fedsim.comm.meter import CommMeter, message_wire_bytes
+
+    set_server_identity(7)
+    ins = Message(RecordDict(), dst_node_id=5, message_type="train")
+    assign_message_id(ins)
+    replies = [Message(RecordDict({"arrays": ArrayRecord(torch.nn.Linear(4, 2).state_dict()),
+                                   "metrics": MetricRecord({"num-examples": 3})}),
+                       reply_to=ins) for _ in range(3)]
+    exact = [message_wire_bytes(r) for r in replies]
+    meter = CommMeter()
+    meter.uplink(replies, [exact[0], None, exact[2]])
+    assert meter.end_round()["uplink_bytes"] == sum(exact)
