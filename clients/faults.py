@@ -28,7 +28,13 @@ def fault_rng(seed: int, partition_id: int, server_round: int) -> np.random.Gene
 
 def draw_faults(faults: FaultConfig, seed: int, partition_id: int,
                 server_round: int) -> dict[str, object]:
-    """Which faults hit this client in this round: ``raise``, ``delay`` and ``corrupt``."""
+    """Which faults hit this client in this round: ``raise``, ``delay`` and ``corrupt``.
+
+    With every rate at zero nothing can hit, so nothing is drawn (the fault stream is the
+    client's own: skipping it changes no other random number)."""
+    if not (faults.client_exception_rate > 0 or faults.actor_kill_rate > 0
+            or faults.straggler_rate > 0 or faults.corrupt_rate > 0):
+        return {"raise": False, "kill": False, "delay": 0.0, "corrupt": None}
     rng = fault_rng(seed, partition_id, server_round)
     u = rng.random(4)
     return {

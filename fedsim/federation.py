@@ -47,7 +47,8 @@ class RoundMeter(Protocol):
 
     def downlink(self, messages: list[Message]) -> None: ...
 
-    def uplink(self, replies: list[Message]) -> None: ...
+    def uplink(self, replies: list[Message],
+               wire_bytes: list[int | None] | None = None) -> None: ...
 
     def end_round(self) -> dict[str, Any]: ...
 
@@ -82,6 +83,13 @@ def _metric_values(record: Any, prefix: str) -> dict[str, float]:
     names = {k: k.removeprefix("train-").removeprefix("eval-") for k in record}
     return {f"{prefix}{names[k].replace('-', '_')}": v for k, v in record.items()
             if k != "num-examples"}
+
+
+def _measured_reply_bytes(grid: Grid, replies: list[Message]) -> list[int | None] | None:
+    """Serialized sizes of ``replies`` that the engine measured where they were produced
+    (fedsim's Ray actors, in parallel), so the meter need not measure them again."""
+    lookup = getattr(grid, "measured_reply_bytes", None)
+    return lookup(replies) if lookup else None
 
 
 def _client_traffic(meter: RoundMeter, strategy: Any) -> dict[str, Any]:
@@ -198,7 +206,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 meter.downlink(messages)
             replies = list(grid.send_and_receive(messages))
             if meter:
-                meter.uplink(replies)
+                meter.uplink(replies, _measured_reply_bytes(grid, replies))
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is not None:
                 arrays = kind.server_update(new_arrays, rnd)

@@ -29,6 +29,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from clients.setup import SETUP_KEY, parse_setup
 from fedsim.comm.codec import Codec
+from fedsim.comm.records import array_records, metric_records
 from fedsim.comm.validate import MalformedPayload, check_array, decode_checked
 from strategies.server_half import FedsimStrategyMixin
 from strategies.vector import Layout
@@ -38,7 +39,7 @@ WEIGHT_KEY = "num-examples"
 
 def metrics_reject_reason(msg: Message, weight_key: str = WEIGHT_KEY) -> str | None:
     """A reply must carry exactly one MetricRecord with a positive finite weight."""
-    records = msg.content.metric_records
+    records = metric_records(msg.content)
     if len(records) != 1:
         return f"expected one MetricRecord, got {len(records)}"
     weight = next(iter(records.values())).get(weight_key)
@@ -57,7 +58,7 @@ def model_reply_reject_reason(msg: Message, layout: Layout | None, key: str = "a
     global model's keys, shapes and dtypes, all finite (evaluate replies: metrics only)."""
     if (reason := metrics_reject_reason(msg)) is not None or not is_train_reply(msg):
         return reason
-    records = msg.content.array_records
+    records = array_records(msg.content)
     if list(records) != [key]:
         return f"expected one ArrayRecord {key!r}, got {sorted(records)}"
     if layout is None:
@@ -137,11 +138,12 @@ class CodedStrategy(FedsimStrategyMixin, FedAvg):
         except (KeyError, TypeError, ValueError) as err:
             return f"cannot read the payload description: {err}"
         decoded = {}
+        replied = array_records(msg.content)
         for key, codec in codecs.items():
-            if key not in msg.content.array_records:
+            if key not in replied:
                 return f"missing ArrayRecord {key!r}"
             try:
-                decoded[key] = decode_checked(msg.content.array_records[key], codec,
+                decoded[key] = decode_checked(replied[key], codec,
                                               self.layout.size, prefix=key)
             except MalformedPayload as err:
                 return str(err)
@@ -162,7 +164,7 @@ class CodedStrategy(FedsimStrategyMixin, FedAvg):
 
 def reply_int_metric(msg: Message, key: str, low: int, high: int) -> int:
     """An integer metric of a reply, checked to lie in [low, high] (ValueError otherwise)."""
-    record = next(iter(msg.content.metric_records.values()))
+    record = next(iter(metric_records(msg.content).values()))
     value = record.get(key)
     if (not isinstance(value, (int, float)) or not math.isfinite(value)
             or value != int(value) or not low <= value <= high):

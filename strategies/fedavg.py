@@ -8,15 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.serverapp.strategy import FedAvg
-
+from strategies.averaging import ViewAveragingFedAvg
 from strategies.coded import ModelRepliesMixin
 from strategies.local_sgd import LocalSGD
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
 from strategies.server_half import FedsimStrategyMixin
 
 
-class FedAvgStrategy(ModelRepliesMixin, FedsimStrategyMixin, FedAvg):
+class FedAvgStrategy(ModelRepliesMixin, FedsimStrategyMixin, ViewAveragingFedAvg):
     """Flower's FedAvg with fedsim's deterministic sampling and reply screening
     (a reply must be an fp32 model with the global model's keys, shapes and finite values)."""
 

@@ -4,8 +4,7 @@ then the whole local model goes uplink in fp32 (McMahan et al. 2017, Algorithm 1
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord
-
+from fedsim.comm.npy import record_from_torch
 from fedsim.tasks.training import sgd_steps
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 
@@ -17,4 +16,4 @@ class LocalSGD(ClientAlgorithm):
         t = local.train
         loss = sgd_steps(local.model, local.batches, local.steps, t.lr, t.momentum,
                          t.weight_decay)
-        return ClientUpdate(ArrayRecord(local.model.state_dict()), {"train-loss": loss})
+        return ClientUpdate(record_from_torch(local.model.state_dict()), {"train-loss": loss})

@@ -21,11 +21,15 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fedsim.comm.npy import view
+from fedsim.comm.records import array_records, metric_records
+
 
 def metrics_reply_problem(msg: Message) -> str | None:
     """A reply must hold exactly one MetricRecord ``metrics`` with a scalar ``num-examples``."""
     content = msg.content
-    if len(content.metric_records) != 1 or "metrics" not in content.metric_records:
+    metrics = metric_records(content)
+    if len(metrics) != 1 or "metrics" not in metrics:
         return "expected exactly one MetricRecord 'metrics'"
     n = content["metrics"].get("num-examples")
     if not isinstance(n, (int, float)) or isinstance(n, bool) or n < 0:
@@ -37,7 +41,8 @@ def model_reply_problem(msg: Message, expected: dict[str, tuple[tuple[int, ...],
         str | None):
     """What is wrong with a reply that should carry a full model (None: nothing)."""
     content = msg.content
-    if len(content.array_records) != 1 or "arrays" not in content.array_records:
+    records = array_records(content)
+    if len(records) != 1 or "arrays" not in records:
         return "expected exactly one ArrayRecord 'arrays'"
     if (problem := metrics_reply_problem(msg)) is not None:
         return problem
@@ -49,7 +54,7 @@ def model_reply_problem(msg: Message, expected: dict[str, tuple[tuple[int, ...],
             return (f"array {key!r} is {array.dtype}{list(array.shape)}, expected "
                     f"{expected[key][1]}{list(expected[key][0])}")
         try:
-            values = array.numpy()
+            values = view(array)
         except Exception as err:  # noqa: BLE001 - any undecodable payload is malformed
             return f"array {key!r} cannot be decoded ({err})"
         if values.dtype.kind == "f" and not np.isfinite(values).all():

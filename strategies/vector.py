@@ -19,6 +19,8 @@ import torch
 from flwr.app import Array, ArrayRecord
 from torch import nn
 
+from fedsim.comm.npy import view
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -30,7 +32,7 @@ class Layout:
 
     @classmethod
     def of(cls, arrays: ArrayRecord) -> Layout:
-        nds = [arrays[k].numpy() for k in arrays]
+        nds = [view(arrays[k]) for k in arrays]
         return cls(tuple(arrays.keys()), tuple(a.shape for a in nds), tuple(a.dtype for a in nds))
 
     @property
@@ -39,7 +41,7 @@ class Layout:
 
     def flatten(self, arrays: ArrayRecord) -> np.ndarray:
         """All coordinates of ``arrays`` as one float64 vector (layout order)."""
-        return np.concatenate([arrays[k].numpy().reshape(-1).astype(np.float64)
+        return np.concatenate([view(arrays[k]).reshape(-1).astype(np.float64)
                                for k in self.keys]) if self.keys else np.zeros(0)
 
     def unflatten(self, vec: np.ndarray) -> ArrayRecord:

@@ -5,6 +5,7 @@
 - ``int_codec``: k-bit packing of small integers in [-L, L] (FedLion's integer Δ).
 - ``float_codec``: fp32 / fp16 / bf16 for full-precision state such as momentum.
 - ``noise``: z-distribution samplers and constants for z-SignFedAvg.
+- ``npy``: Flower ``Array`` <-> numpy/torch with cached npy headers (same bytes as Flower).
 - ``validate``: checks on replies; raises :class:`~fedsim.comm.validate.MalformedPayload`.
 - ``meter``: :class:`~fedsim.comm.meter.CommMeter`, bytes that actually crossed the Grid.
 """

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.comm.codec import Codec, Shape, as_shape, shape_size
+from fedsim.comm.npy import decode
 
 
 class MalformedPayload(ValueError):
@@ -38,7 +39,7 @@ def _as_numpy(field: str, value: Any) -> np.ndarray:
         return value
     if hasattr(value, "numpy") and hasattr(value, "stype"):  # flwr.app.Array
         try:
-            return value.numpy()
+            return decode(value)
         except Exception as err:  # noqa: BLE001 - any decoding failure is a malformed payload
             raise MalformedPayload(field, f"cannot be read as an array ({err})") from err
     try:

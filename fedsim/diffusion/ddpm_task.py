@@ -19,6 +19,7 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
+from fedsim.comm.npy import record_to_torch
 from fedsim.config.schema import DiffusionConfig
 from fedsim.diffusion.classifier import train_classifier
 from fedsim.diffusion.images import save_grid
@@ -111,7 +112,7 @@ class SampleQuality(CentralEvaluator):
     @torch.no_grad()
     def __call__(self, arrays: ArrayRecord, server_round: int) -> dict[str, float]:
         d = self.kind.diffusion
-        self.model.load_state_dict(arrays.to_torch_state_dict())
+        self.model.load_state_dict(record_to_torch(arrays))
         self.model.eval()
         loss = denoising_loss(self.model, self.x0, self.kind.seed, d.num_train_steps)
         samples = sequential_sample(model_eps_fn(self.model), self.coeffs, self.z).clamp(-1, 1)

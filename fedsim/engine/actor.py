@@ -25,7 +25,7 @@ from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 
 from fedsim.engine.base import error_reply, set_client_identity
-from fedsim.engine.wire import ReplySizer
+from fedsim.engine.wire import message_bytes
 
 # One item of a batch: the instruction's metadata and, per content key, the key of its record
 # in the batch's shared record table.
@@ -57,7 +57,6 @@ class ClientActor:
         self.timer = time.thread_time if timer == "cpu" else time.perf_counter
         self.contexts: dict[int, Context] = {}
         self.served: dict[int, int] = {}
-        self.sizer = ReplySizer()
 
     def register(self, contexts: list[Context]) -> None:
         """Hold these nodes' Contexts (replacing any previous ones)."""
@@ -101,4 +100,4 @@ class ClientActor:
             reply = error_reply(msg, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
         seconds = self.timer() - start
         self.served[node_id] = self.served.get(node_id, 0) + 1
-        return reply, seconds, self.sizer(reply)
+        return reply, seconds, message_bytes(reply)

@@ -20,12 +20,13 @@ import ray
 from flwr.app import ConfigRecord, Message
 from flwr.common.constant import ErrorCode
 
+from fedsim.comm.tree_size import content_tree_bytes
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
-from fedsim.engine.wire import ReplySizer, drop_record_chunks
+from fedsim.engine.wire import drop_record_chunks, message_bytes
 
 TIMED_TYPES = ("train", "evaluate")  # message types the clock and the device fates apply to
 
@@ -71,7 +72,7 @@ class RayGrid(VirtualGrid):
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
-        self._sizer = ReplySizer()
+        self._reply_bytes: dict[str, int] = {}  # reply id -> bytes measured in the actor
 
     def _fresh_context(self, node_id: int):
         return node_context(self._run.run_id, node_id, self.partition_of[node_id],
@@ -80,6 +81,7 @@ class RayGrid(VirtualGrid):
     # -- Grid ABC -------------------------------------------------------------------------
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         self._phases += 1
+        self._reply_bytes = {}
         batches: dict[ActorKey, list[str]] = {}
         sizes: dict[int, int] = {}
         shared: dict[int, Any] = {}
@@ -88,10 +90,10 @@ class RayGrid(VirtualGrid):
             msg_id = self.accept(msg)
             ids.append(msg_id)
             content = msg.content
-            if id(content) not in sizes:  # one size per shared content (same layout, same bytes)
-                sizes[id(content)] = self._sizer(msg)
+            if id(content) not in sizes:  # one content size per shared content object
+                sizes[id(content)] = content_tree_bytes(content)
             kind = msg.metadata.message_type.split(".")[0]
-            delivery = Delivery(msg, kind in TIMED_TYPES, sizes[id(content)])
+            delivery = Delivery(msg, kind in TIMED_TYPES, message_bytes(msg, sizes[id(content)]))
             self._deliveries[msg_id] = delivery
             node = msg.metadata.dst_node_id
             if delivery.timed:
@@ -158,6 +160,8 @@ class RayGrid(VirtualGrid):
             for msg_id, (reply, compute_s, up_bytes) in zip(batch, outcomes, strict=True):
                 d = self._deliveries[msg_id]
                 d.reply = self.receive(d.ins, reply)
+                if d.reply is reply:  # accepted as sent: the actor measured this very message
+                    self._reply_bytes[reply.metadata.message_id] = up_bytes
                 d.compute_s = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
                 d.up_bytes = up_bytes
 
@@ -185,6 +189,11 @@ class RayGrid(VirtualGrid):
         return [d.reply for d in back if id(d) not in late]  # type: ignore[misc]
 
     # -- what the round loop and the tests read -------------------------------------------
+    def measured_reply_bytes(self, replies: list[Message]) -> list[int | None]:
+        """Serialized bytes of each reply of the last phase as measured in its actor (exact,
+        ``fedsim.comm.tree_size``); None for replies made here (errors, rejected replies)."""
+        return [self._reply_bytes.get(r.metadata.message_id) for r in replies]
+
     def end_round(self) -> dict[str, Any]:
         """Simulated time and device events of the round just finished (metrics.jsonl)."""
         return self.clock.end_round()

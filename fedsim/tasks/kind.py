@@ -21,6 +21,7 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
+from fedsim.comm.npy import record_to_torch
 from fedsim.config.build import to_dict
 from fedsim.tasks.arrays import ArrayDataset
 from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES
@@ -106,7 +107,7 @@ class _AccuracyEvaluator(CentralEvaluator):
         self.data = data
 
     def __call__(self, arrays: ArrayRecord, server_round: int) -> dict[str, float]:
-        self.model.load_state_dict(arrays.to_torch_state_dict())
+        self.model.load_state_dict(record_to_torch(arrays))
         loss, acc = evaluate(self.model, self.data)
         return {"central_loss": loss, "central_accuracy": acc}
 

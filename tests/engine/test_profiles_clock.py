@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from fedsim.config import ConfigError, config_from_dict
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.base import assign_message_id, set_server_identity
 from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.profiles import assign_profiles, build_profiles, round_fate
-from fedsim.engine.wire import message_bytes
+from fedsim.engine.wire import drop_chunk_cache, message_bytes
 
 BASE = {"task": {"num_clients": 10}, "train": {"clients_per_round": 10}}
 
@@ -102,19 +103,34 @@ def test_sign_compressed_uplink_saves_time_on_a_slow_uplink() -> None:
     assert t_full > 0.5 and t_sign < t_full / 20
 
 
-def test_reply_sizer_matches_the_exact_serialized_size() -> None:
-    from fedsim.engine.wire import ReplySizer
+def test_message_bytes_is_the_exact_serialized_size() -> None:
+    from fedsim.comm.meter import message_wire_bytes
 
     set_server_identity(7)
     ins = Message(RecordDict(), dst_node_id=5, message_type="train")
     assign_message_id(ins)
-    sizer = ReplySizer()
     for seed in range(4):
         torch.manual_seed(seed)
         state = torch.nn.Linear(64, 10).state_dict()
         metrics = MetricRecord({"loss": float(seed) / 7, "num-examples": 10 + seed})
         reply = Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}),
                         reply_to=ins)
-        fast = sizer(reply)
-        assert abs(fast - message_bytes(reply)) <= 2
+        flower = sum(len(o.deflate()) for o in get_all_nested_objects(reply).values())
+        drop_chunk_cache(reply.content)
+        assert message_bytes(reply) == message_wire_bytes(reply) == flower
         assert all("_chunks" not in a.__dict__ for a in reply.content["arrays"].values())
+
+
+def test_meter_reuses_sizes_measured_elsewhere_and_measures_the_rest() -> None:
+    from fedsim.comm.meter import CommMeter, message_wire_bytes
+
+    set_server_identity(7)
+    ins = Message(RecordDict(), dst_node_id=5, message_type="train")
+    assign_message_id(ins)
+    replies = [Message(RecordDict({"arrays": ArrayRecord(torch.nn.Linear(4, 2).state_dict()),
+                                   "metrics": MetricRecord({"num-examples": 3})}),
+                       reply_to=ins) for _ in range(3)]
+    exact = [message_wire_bytes(r) for r in replies]
+    meter = CommMeter()
+    meter.uplink(replies, [exact[0], None, exact[2]])
+    assert meter.end_round()["uplink_bytes"] == sum(exact)

@@ -65,3 +65,28 @@ def test_empty_batch_returns_at_once(local_ray) -> None:
         assert list(grid.pull_messages([])) == []
     finally:
         grid.shutdown()
+
+
+def test_reply_sizes_measured_in_the_actors_are_exact(local_ray) -> None:
+    """The sizes the meter reuses (measured in the actors, error replies of a raising
+    ClientApp included) equal a fresh exact measurement of the replies the driver holds."""
+    import stock_apps
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from fedsim.comm.meter import message_wire_bytes
+    from fedsim.engine.ray_grid import RayGrid
+
+    grid = RayGrid("stock_apps:client_app", 3, {"fail-partition": 2},
+                   profiles=[DeviceProfile(actors=2)])
+    try:
+        content = RecordDict({"arrays": ArrayRecord(stock_apps.new_model().state_dict()),
+                              "config": ConfigRecord({"server-round": 1})})
+        messages = [Message(content, dst_node_id=n, message_type="train")
+                    for n in grid.get_node_ids()]
+        replies = list(grid.send_and_receive(messages))
+        measured = grid.measured_reply_bytes(replies)
+        assert measured == [message_wire_bytes(r) for r in replies]
+        assert [r.has_error() for r in replies] == [False, False, True]
+        assert None not in measured and measured[0] > measured[2]
+    finally:
+        grid.shutdown()
