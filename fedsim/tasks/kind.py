@@ -113,10 +113,25 @@ class _AccuracyEvaluator(CentralEvaluator):
 
 
 _KINDS: dict[str, TaskKind] = {}
+_BY_SPEC: dict[int, tuple[Any, TaskKind]] = {}  # id(spec) -> (spec, kind): the per-call path
 
 
 def task_kind(spec: Any) -> TaskKind:
-    """The (process-wide cached) task kind of an experiment config or client setup."""
+    """The (process-wide cached) task kind of an experiment config or client setup.
+
+    Clients call this for every message with the same parsed setup object, so the kind is
+    found by that object's identity first (the spec is held, so its id cannot be reused)."""
+    hit = _BY_SPEC.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    if len(_BY_SPEC) >= 64:
+        _BY_SPEC.pop(next(iter(_BY_SPEC)))
+    kind = _kind_by_value(spec)
+    _BY_SPEC[id(spec)] = (spec, kind)
+    return kind
+
+
+def _kind_by_value(spec: Any) -> TaskKind:
     key = json.dumps([to_dict(spec.task), to_dict(spec.diffusion), to_dict(spec.dno),
                       int(spec.seed)], sort_keys=True)
     if key not in _KINDS:
