@@ -198,6 +198,10 @@ class EngineConfig:
     fixed_compute_s: float = setting(1.0, "simulated compute seconds per client call at speed 1"
                                      " when compute_timer = 'fixed' (reproducible clock)",
                                      low=0.0)
+    phase_timeout_s: float = setting(0.0, "wall seconds a training or evaluation phase waits for "
+                                     "the actors (0: no limit); clients still running then "
+                                     "fail, counted in train_failures and timed_out_clients, "
+                                     "and their actor is replaced", low=0.0)
     profiles: list = setting([], "device profiles, as [[engine.profiles]] tables (none: one "
                              "homogeneous profile with 1 CPU per actor)")
 

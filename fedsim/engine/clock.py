@@ -54,6 +54,7 @@ class VirtualClock:
                   "stragglers": self._counts.get("stragglers", 0),
                   "unavailable_clients": self._counts.get("unavailable", 0),
                   "dropouts": self._counts.get("dropout", 0),
-                  "crashed_clients": self._counts.get("crashed", 0)}
+                  "crashed_clients": self._counts.get("crashed", 0),
+                  "timed_out_clients": self._counts.get("timed_out", 0)}
         self._phases, self._counts = [], {}
         return report

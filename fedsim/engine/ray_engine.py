@@ -65,7 +65,8 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
         grid = RayGrid(CLIENT_APP, cfg.task.num_clients, run_config, seed=cfg.seed,
                        profiles=profiles, partition_profile=owner,
                        deadline_s=cfg.engine.deadline_s, compute_timer=cfg.engine.compute_timer,
-                       fixed_compute_s=cfg.engine.fixed_compute_s)
+                       fixed_compute_s=cfg.engine.fixed_compute_s,
+                       phase_timeout_s=cfg.engine.phase_timeout_s)
         try:
             context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                               state=RecordDict(), run_config=run_config)

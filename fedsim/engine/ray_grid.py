@@ -57,7 +57,8 @@ class RayGrid(VirtualGrid):
     def __init__(self, client_app_ref: str, num_nodes: int, run_config: dict, *, seed: int = 0,
                  profiles: list[DeviceProfile] | None = None,
                  partition_profile: list[int] | None = None, deadline_s: float = 0.0,
-                 compute_timer: str = "cpu", fixed_compute_s: float = 1.0) -> None:
+                 compute_timer: str = "cpu", fixed_compute_s: float = 1.0,
+                 phase_timeout_s: float = 0.0) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
@@ -69,6 +70,8 @@ class RayGrid(VirtualGrid):
                                 client_app_ref, "cpu" if compute_timer == "fixed" else
                                 compute_timer)
         self.dead_actors = 0
+        self.phase_timeout_s = phase_timeout_s
+        self.timed_out_actors = 0
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
@@ -133,11 +136,16 @@ class RayGrid(VirtualGrid):
         pushed = set(ids)
         mine = [ref for ref, (_, batch) in self._inflight.items() if batch[0] in pushed]
         if mine:
-            done, late = ray.wait(mine, num_returns=len(mine), timeout=timeout)
+            limit = timeout if timeout is not None else (self.phase_timeout_s or None)
+            done, late = ray.wait(mine, num_returns=len(mine), timeout=limit)
             self._gather(done)
-            for ref in late:  # like Flower: replies after the timeout are dropped
-                for msg_id in self._inflight.pop(ref)[1]:
-                    self._deliveries.pop(msg_id, None)
+            for ref in late:  # a hung or slow actor: its clients fail, the actor is replaced
+                key, batch = self._inflight.pop(ref)
+                self._fail(batch, "timed_out", ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+                           f"no reply within {limit:g} s (engine.phase_timeout_s); the actor "
+                           "running this client was replaced")
+                self.timed_out_actors += 1
+                self.pools.replace(key)
         return self._release(ids)
 
     # -- gather, check, clock -------------------------------------------------------------

@@ -21,7 +21,8 @@ from helpers import QUICKSTART, engine_independent, metrics_without_times, run_c
 
 pytestmark = pytest.mark.slow
 SMALL = ("train.rounds=2", "train.clients_per_round=6", "eval.federated_every=2")
-CLOCK_KEYS = ("stragglers", "unavailable_clients", "dropouts", "crashed_clients")
+CLOCK_KEYS = ("stragglers", "unavailable_clients", "dropouts", "crashed_clients",
+              "timed_out_clients")
 
 
 def _without_clock(rows: list[dict]) -> list[dict]:
@@ -112,3 +113,19 @@ def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
             time.sleep(1.0)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert not processes_with_env("FEDSIM_TEST_RAY_HEAD", tag)
+
+
+def test_a_hung_client_times_out_fails_and_its_actor_is_replaced(tmp_path: Path) -> None:
+    """A client that sleeps 60 s against a 4 s phase limit: the round ends on time, its
+    actor's clients count as failures and the next round runs on a fresh actor."""
+    start = time.monotonic()
+    code, run_dir = run_cli(tmp_path / "hang", "train.rounds=2", "train.clients_per_round=10",
+                            "faults.straggler_rate=0.15", "faults.straggler_delay=60",
+                            "engine.phase_timeout_s=4", "engine.num_cpus=2", engine="ray")
+    assert code == 0
+    assert time.monotonic() - start < 60
+    rows = read_metrics(run_dir)[1:]
+    timed_out = sum(r["timed_out_clients"] for r in rows)
+    assert timed_out > 0
+    assert sum(r["train_failures"] for r in rows) == timed_out
+    assert all(r["train_replies"] + r["train_failures"] == 10 for r in rows)
