@@ -1,6 +1,6 @@
 """Engine benchmark: the same federated workload on five engines, one table, one command.
 
-    python benchmarks/engine.py [--rounds 20] [--pfl-python /path/to/venv/bin/python]
+    python benchmarks/engine.py [--rounds 20] [--repeat 3] [--pfl-python /path/to/venv/bin/python]
     python benchmarks/engine.py --scale      # 1000 clients, 10 % per round, 50 rounds
 
 Workload: digits, the small CNN (``digits-cnn``, 38,282 parameters), 100 IID clients, all of
@@ -416,28 +416,33 @@ def default_pfl_python() -> str | None:
 def main_compare(args: argparse.Namespace, work: Path) -> None:
     cores = os.cpu_count() or 1
     runs = {
-        "(a) plain loop, 1 process": lambda: run_plain(work, args.rounds, args.clients),
-        "(b) fedsim, 1 actor per core": lambda: run_fedsim(
-            work, "b", "ray", args.rounds, args.clients, args.clients, cores),
-        "(b1) fedsim, 1 actor": lambda: run_fedsim(
-            work, "b1", "ray", args.rounds, args.clients, args.clients, 1),
-        "(c) flower simulation": lambda: run_fedsim(
-            work, "c", "flower", args.rounds, args.clients, args.clients, cores),
+        "(a) plain loop, 1 process": lambda w: run_plain(w, args.rounds, args.clients),
+        "(b) fedsim, 1 actor per core": lambda w: run_fedsim(
+            w, "b", "ray", args.rounds, args.clients, args.clients, cores),
+        "(b1) fedsim, 1 actor": lambda w: run_fedsim(
+            w, "b1", "ray", args.rounds, args.clients, args.clients, 1),
+        "(c) flower simulation": lambda w: run_fedsim(
+            w, "c", "flower", args.rounds, args.clients, args.clients, cores),
     }
     pfl_python = args.pfl_python or default_pfl_python()
     if pfl_python:
-        runs["(d) pfl, torchrun 1/core"] = lambda: run_pfl(work, pfl_python, args.rounds,
+        runs["(d) pfl, torchrun 1/core"] = lambda w: run_pfl(w, pfl_python, args.rounds,
                                                            args.clients)
-    results: dict[str, dict] = {}
+    passes: dict[str, list[dict]] = {}
     print(f"before: {cpu_load()}", flush=True)
-    for name, fn in runs.items():
-        if args.only and not any(name.startswith(f"({k})") for k in args.only.split(",")):
-            continue
-        try:
-            results[name] = fn()
-        except Exception as exc:  # noqa: BLE001 - report the others anyway
-            results[name] = {"error": str(exc)}
-        print(f"  done {name}: {cpu_load()}", flush=True)
+    for rep in range(args.repeat):  # interleaved, so slow spells of a shared machine spread out
+        for name, fn in runs.items():
+            if args.only and not any(name.startswith(f"({k})") for k in args.only.split(",")):
+                continue
+            folder = work / f"pass-{rep + 1}"
+            folder.mkdir(exist_ok=True)
+            try:
+                outcome = fn(folder)
+            except Exception as exc:  # noqa: BLE001 - report the others anyway
+                outcome = {"error": str(exc)}
+            passes.setdefault(name, []).append(outcome)
+            print(f"  done {name} (pass {rep + 1}/{args.repeat}): {cpu_load()}", flush=True)
+    results = {name: median_run(outcomes) for name, outcomes in passes.items()}
     if not pfl_python:
         results["(d) pfl, torchrun 1/core"] = {"error": "skipped: no Python with pfl "
                                                "(--pfl-python or FEDSIM_PFL_PYTHON)"}
@@ -445,8 +450,19 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
           f"5 local steps of batch 16 with replacement, central evaluation only, "
           f"{args.rounds} rounds; steady = mean of rounds 3..{args.rounds}")
     print(table(results))
+    if args.repeat > 1:
+        print(f"median of {args.repeat} interleaved passes; steady s/round of every pass:")
+        for name, outcomes in passes.items():
+            values = ", ".join(f"{o['steady']:.3f}" for o in outcomes if "error" not in o)
+            print(f"  {name:<34}{values}")
     print(goals(results, args.clients))
     print(f"after: {cpu_load()}")
+
+
+def median_run(outcomes: list[dict]) -> dict:
+    """The pass with the median steady s/round (the lower middle one for an even count)."""
+    ok = sorted((o for o in outcomes if "error" not in o), key=lambda o: o["steady"])
+    return ok[(len(ok) - 1) // 2] if ok else outcomes[-1]
 
 
 def main_scale(args: argparse.Namespace, work: Path) -> None:
@@ -475,6 +491,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--pfl-python", help="a Python with pfl installed (for (d))")
     parser.add_argument("--only", help="comma-separated subset, e.g. a,b1")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="interleaved passes; each configuration reports its median pass")
     parser.add_argument("--scale", action="store_true", help="the 1000-client scale run")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
