@@ -24,6 +24,9 @@ from strategies.registry import get_strategy
 torch.set_num_threads(1)
 
 app = ClientApp()
+# The handlers below only read the instruction's records (replies are new records), so the Ray
+# engine may hand every message of a batch the same shared global-model record.
+app.fedsim_keeps_inputs = True
 
 
 def _partition_id(context: Context) -> int:

@@ -5,7 +5,8 @@ model objects, imports) stays warm, and it holds the ``Context`` of each of its 
 ``context.state`` persists across rounds without travelling (placement is therefore static).
 One call carries a whole batch: the records shared by several messages (the global model) arrive
 once, and each message gets a private shallow copy of them before the ClientApp runs, because
-ClientApps may consume their input (``to_torch_state_dict(keep_input=False)``).
+ClientApps may consume their input (``to_torch_state_dict(keep_input=False)``); a ClientApp
+that sets ``fedsim_keeps_inputs = True`` (fedsim's own) only reads them and skips the copy.
 
 This module is imported inside Ray workers; it keeps no module-level mutable state (Ray pickles
 actor classes by value, so such state would be a copy; reference/grid-on-ray.md §5).
@@ -26,6 +27,9 @@ from flwr.common.constant import ErrorCode
 
 from fedsim.engine.base import error_reply, set_client_identity
 from fedsim.engine.wire import message_bytes
+
+KEEPS_INPUTS = "fedsim_keeps_inputs"
+"""Attribute a ClientApp sets to True when its handlers only read the instruction's records."""
 
 # One item of a batch: the instruction's metadata and, per content key, the key of its record
 # in the batch's shared record table.
@@ -53,6 +57,9 @@ class ClientActor:
     def __init__(self, client_app_ref: str, profile: str, timer: str) -> None:
         os.environ["FEDSIM_ACTOR"] = "1"  # lets injected actor kills (faults) end this process
         self.app = load_app(client_app_ref)
+        # a ClientApp that declares it never modifies or consumes its input records shares them
+        self.copy = (lambda record: record) if getattr(self.app, KEEPS_INPUTS, False) \
+            else private_copy
         self.profile = profile
         self.timer = time.thread_time if timer == "cpu" else time.perf_counter
         self.contexts: dict[int, Context] = {}
@@ -88,7 +95,7 @@ class ClientActor:
         return [self._one(shared, metadata, keys) for metadata, keys in items]
 
     def _one(self, shared: dict[int, Any], metadata: Metadata, keys: dict[str, int]) -> Outcome:
-        content = RecordDict({name: private_copy(shared[key]) for name, key in keys.items()})
+        content = RecordDict({name: self.copy(shared[key]) for name, key in keys.items()})
         msg = make_message(metadata=metadata, content=content)
         node_id = metadata.dst_node_id
         start = self.timer()
