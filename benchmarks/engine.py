@@ -453,7 +453,8 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
     if args.repeat > 1:
         print(f"median of {args.repeat} interleaved passes; steady s/round of every pass:")
         for name, outcomes in passes.items():
-            values = ", ".join(f"{o['steady']:.3f}" for o in outcomes if "error" not in o)
+            values = ", ".join(f"failed ({o['error'][:60]})" if "error" in o
+                               else f"{o['steady']:.3f}" for o in outcomes)
             print(f"  {name:<34}{values}")
     print(goals(results, args.clients))
     print(f"after: {cpu_load()}")
