@@ -32,6 +32,13 @@ Sampler = Callable[[torch.Tensor], torch.Tensor]
 LOG2 = math.log(2.0)
 
 
+def clip_norm(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """``grad`` scaled down to global L2 norm ``max_norm`` if longer (the official code clips
+    the whole noise gradient every step, §3(e) item 4)."""
+    norm = grad.norm()
+    return grad * (max_norm / (norm + 1e-12)) if norm > max_norm else grad
+
+
 def make_sampler(eps_fn: EpsFn, coeffs: SamplerCoeffs) -> Sampler:
     """The sequential sampler M_theta as a function of z (differentiable through eps_fn)."""
     return lambda z: sequential_sample(eps_fn, coeffs, z)
@@ -247,9 +254,7 @@ def optimize_noise(
         p, gp = prob_reg_grad(z, coeffs, cfg.block, cfg.n_perm, g)
         if cfg.gamma_reg:
             grad = grad + cfg.gamma_reg * gp
-        norm = grad.norm()
-        if norm > cfg.clip:
-            grad = grad * (cfg.clip / (norm + 1e-12))
+        grad = clip_norm(grad, cfg.clip)
         z.grad = grad
         opt.step()
         res.reward.append(float(r.mean()))
