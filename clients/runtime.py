@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from fedsim.config.build import to_dict
 from fedsim.tasks.arrays import ArrayDataset
 from fedsim.tasks.kind import TaskKind, task_kind
 from fedsim.tasks.task import client_split
@@ -21,7 +20,7 @@ def local_data(setup, partition_id: int,
     ``data_path`` (a deployed SuperNode's ``--data-path``): the client's own ``.npz`` file
     replaces the partition (see ``fedsim/deploy/client_data.py``).
     """
-    key = (_task_key(setup.task), setup.seed, partition_id, data_path)
+    key = (task_kind(setup), partition_id, data_path)  # the kind: task settings and seed
     if key not in _DATA:
         if data_path:
             from fedsim.deploy.client_data import load_client_data
@@ -32,20 +31,6 @@ def local_data(setup, partition_id: int,
         else:
             _DATA[key] = client_split(setup.task, setup.seed, partition_id)
     return _DATA[key]
-
-
-_TASK_KEYS: dict[int, tuple[object, tuple]] = {}
-
-
-def _task_key(task) -> tuple:
-    """A hashable value of the task settings, memoised by the (cached, reused) setup's task
-    object so that the per-message path does not rebuild it."""
-    hit = _TASK_KEYS.get(id(task))
-    if hit is None or hit[0] is not task:
-        if len(_TASK_KEYS) >= 64:
-            _TASK_KEYS.pop(next(iter(_TASK_KEYS)))
-        hit = _TASK_KEYS[id(task)] = (task, tuple(sorted(to_dict(task).items())))
-    return hit[1]
 
 
 def model_for(setup) -> nn.Module:
