@@ -71,7 +71,6 @@ class RayGrid(VirtualGrid):
                                 compute_timer)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
-        self.timed_out_actors = 0
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
@@ -144,7 +143,6 @@ class RayGrid(VirtualGrid):
                 self._fail(batch, "timed_out", ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
                            f"no reply within {limit:g} s (engine.phase_timeout_s); the actor "
                            "running this client was replaced")
-                self.timed_out_actors += 1
                 self.pools.replace(key)
         return self._release(ids)
 
