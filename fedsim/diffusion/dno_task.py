@@ -14,7 +14,6 @@ The objective is max_z (1/n) sum_i r_i(M(z)) - gamma_reg P(z).
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,11 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedsim.checkpoint import load_checkpoint
-from fedsim.config.build import build_dataclass, to_dict
 from fedsim.config.schema import DiffusionConfig
 from fedsim.diffusion.classifier import train_classifier
 from fedsim.diffusion.ddpm_task import SAMPLES_DIR, eps_mlp, to_signed_unit
 from fedsim.diffusion.dno import (
+    clip_norm,
     feedback_grad,
     make_sampler,
     prob_reg,
@@ -57,11 +56,10 @@ class NoiseVector(nn.Module):
         self.z = nn.Parameter(torch.randn(shape))
 
 
-@functools.lru_cache(maxsize=4)
-def _load_generator(path: str, diffusion_json: str, input_shape: tuple[int, int, int]
-                    ) -> nn.Module:
+def load_generator(path: str, diffusion: DiffusionConfig,
+                   input_shape: tuple[int, int, int]) -> nn.Module:
     """The frozen eps-MLP from a results folder (its checkpoint) or a ``.pt`` state dict."""
-    model = eps_mlp(build_dataclass(DiffusionConfig, json.loads(diffusion_json)), input_shape)
+    model = eps_mlp(diffusion, input_shape)
     source = Path(path)
     if source.is_dir():
         ckpt = load_checkpoint(source)
@@ -87,6 +85,7 @@ class NoiseOptimisation(TaskKind):
                                      spec.diffusion.num_train_steps)
         self.z_shape = (self.dno.num_samples, self.dno.sample_steps + 1, *self.input_shape)
         self.generator_path = self.dno.generator
+        self._sampler = None  # built on first use, once the generator path is known
 
     def new_model(self) -> nn.Module:
         return NoiseVector(self.z_shape)
@@ -111,10 +110,13 @@ class NoiseOptimisation(TaskKind):
         return {"dno.generator": self.generator_path}
 
     def sampler(self):
-        """M_theta(z) with the frozen generator (differentiable in z)."""
-        diffusion = json.dumps(to_dict(self.spec.diffusion), sort_keys=True)
-        generator = _load_generator(self.generator_path, diffusion, self.input_shape)
-        return make_sampler(model_eps_fn(generator), self.coeffs)
+        """M_theta(z) with the frozen generator (differentiable in z), loaded once per process
+        (task kinds are cached per process)."""
+        if self._sampler is None:
+            generator = load_generator(self.generator_path, self.spec.diffusion,
+                                       self.input_shape)
+            self._sampler = make_sampler(model_eps_fn(generator), self.coeffs)
+        return self._sampler
 
     # -- clients: private rewards ---------------------------------------------------------
     def private_reward(self, partition_id: int) -> Reward:
@@ -137,9 +139,7 @@ class NoiseOptimisation(TaskKind):
             if not torch.is_grad_enabled():
                 return -reward(sampler(z)).mean()
             grad, r, _ = feedback_grad(dno.method, z, sampler, reward, dno.q, dno.mu, generator)
-            norm = grad.norm()
-            if norm > dno.clip:
-                grad = grad * (dno.clip / (norm + 1e-12))
+            grad = clip_norm(grad, dno.clip)
             surrogate = (grad * z).sum()
             return surrogate - surrogate.detach() - r.mean()
 
@@ -160,10 +160,7 @@ class NoiseOptimisation(TaskKind):
         z = arrays["z"].numpy()
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
         _, grad = prob_reg_grad(torch.from_numpy(z.copy()), self.coeffs, generator=gen)
-        step = dno.gamma_reg * grad
-        norm = step.norm()
-        if norm > dno.clip:
-            step = step * (dno.clip / (norm + 1e-12))
+        step = clip_norm(dno.gamma_reg * grad, dno.clip)
         new = torch.from_numpy(z) - dno.server_lr * step.to(torch.float32)
         return ArrayRecord({"z": new.contiguous()})
 
