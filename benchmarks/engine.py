@@ -17,8 +17,9 @@ central evaluation only, 20 rounds. Configurations, each in its own process:
 Reported per configuration: steady-state seconds per round (mean of rounds 3..N, each round
 including its central evaluation), start-up (launch until the first round starts), total wall
 time, and the peak memory of the whole process tree (every process carrying this run's tag:
-driver, Ray, its workers, Flower's SuperLink), as summed RSS and PSS. Then the serial overhead
-per client call, ((b1) - (a)) per round / clients, and the goals.
+driver, Ray, its workers, Flower's SuperLink), as summed RSS (every 0.1 s) and PSS (read at
+new RSS peaks, at most every 2 s: reading it costs the measured engines CPU). Then the serial
+overhead per client call, ((b1) - (a)) per round / clients, and the goals.
 """
 
 from __future__ import annotations
@@ -86,10 +87,20 @@ num_cpus = 1
 
 # ------------------------------------------------------------------------ process-tree memory
 class TreeSampler:
-    """Samples the summed RSS/PSS of every process carrying this run's tag."""
+    """Samples the summed RSS (and, rarely, PSS) of every process carrying this run's tag.
 
-    def __init__(self, tag: str, watch_file: Path | None = None, interval: float = 0.1) -> None:
+    RSS comes from ``/proc/<pid>/statm`` (about 10 us a process) every ``interval``. PSS needs
+    the kernel to walk every page table (``smaps_rollup``, about 9 ms for a process that has
+    imported torch), so it is read only when the summed RSS reaches a new peak, at most every
+    ``pss_every`` seconds: sampling it every tick would take a third of a core from a
+    10-process engine on 2 cores and slow exactly the engines with the most processes. The
+    tagged processes are looked up again every ``rescan_every`` seconds, not every tick.
+    """
+
+    def __init__(self, tag: str, watch_file: Path | None = None, interval: float = 0.1,
+                 pss_every: float = 2.0, rescan_every: float = 1.0) -> None:
         self.tag, self.watch_file, self.interval = tag, watch_file, interval
+        self.pss_every, self.rescan_every = pss_every, rescan_every
         self.peak_rss = self.peak_pss = 0
         self.first_line_at: float | None = None
         self.samples: list[tuple[float, int]] = []
@@ -105,22 +116,34 @@ class TreeSampler:
         return found
 
     def _run(self) -> None:
-        tick = 0
+        procs: list[psutil.Process] = []
+        scanned = pss_at = 0.0
         while not self._stop.wait(self.interval):
+            now = time.time()
             if self.first_line_at is None and self.watch_file and self.watch_file.exists() \
                     and self.watch_file.stat().st_size > 0:
-                self.first_line_at = time.time()
-            tick += 1
-            if tick % 3:
-                continue
-            rss = pss = 0
-            for proc in self._procs():
+                self.first_line_at = now
+            if now - scanned >= self.rescan_every:
+                procs, scanned = self._procs(), now
+            rss = 0
+            for proc in procs:
                 with contextlib.suppress(psutil.Error):
-                    info = proc.memory_full_info()
-                    rss += info.rss
-                    pss += getattr(info, "pss", info.rss)
-            self.samples.append((time.time(), rss))
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+                    rss += proc.memory_info().rss
+            self.samples.append((now, rss))
+            if rss > self.peak_rss:
+                self.peak_rss = rss
+                if now - pss_at >= self.pss_every:
+                    pss_at = now
+                    self.peak_pss = max(self.peak_pss, self._pss(procs))
+
+    @staticmethod
+    def _pss(procs: list[psutil.Process]) -> int:
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+        return total
 
     def __enter__(self) -> TreeSampler:
         self._thread.start()
