@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.comm.codec import Codec, Shape, as_shape, shape_size
-from fedsim.comm.npy import decode
+from fedsim.comm.npy import view
 
 
 class MalformedPayload(ValueError):
@@ -34,12 +34,13 @@ class MalformedPayload(ValueError):
 
 
 def _as_numpy(field: str, value: Any) -> np.ndarray:
-    """``value`` as an ndarray; a Flower ``Array`` is deserialized (its failures are wrapped)."""
+    """``value`` as an ndarray; a Flower ``Array`` as a read-only view of its bytes (checking a
+    reply copies nothing; its failures are wrapped)."""
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "numpy") and hasattr(value, "stype"):  # flwr.app.Array
         try:
-            return decode(value)
+            return view(value)
         except Exception as err:  # noqa: BLE001 - any decoding failure is a malformed payload
             raise MalformedPayload(field, f"cannot be read as an array ({err})") from err
     try:
@@ -58,7 +59,7 @@ def check_array(field: str, value: Any, *, dtype: Any = None, size: int | None =
         raise MalformedPayload(field, f"shape {tuple(arr.shape)}, expected {tuple(shape)}")
     if size is not None and arr.size != size:
         raise MalformedPayload(field, f"wrong length: {arr.size} elements, expected {size}")
-    if finite and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+    if finite and arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         n_nan = int(np.isnan(arr).sum())
         n_inf = int(np.isinf(arr).sum())
         raise MalformedPayload(field, f"non-finite values ({n_nan} NaN, {n_inf} Inf)")
