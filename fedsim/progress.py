@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fedsim.results.writer import read_metrics
+from fedsim.results.writer import MetricsTail
 
 
 def _describe(row: dict) -> dict[str, str]:
@@ -43,15 +43,18 @@ class RoundProgress:
         self._tty = sys.stderr.isatty()
         self._bar = tqdm(total=total_rounds, unit="round", desc="fedsim", dynamic_ncols=True,
                          disable=not self._tty)
-        self._seen = 0
+        self._tail = MetricsTail(run_dir)
+        self._shown_round = 0
 
     def start(self) -> RoundProgress:
         self._thread.start()
         return self
 
     def _update(self) -> None:
-        rows = [r for r in read_metrics(self.run_dir) if r.get("round", 0) > 0]
-        for row in rows[self._seen:]:
+        for row in self._tail.new_rows():
+            if row.get("round", 0) <= self._shown_round:
+                continue  # round 0, or rounds shown before a resume truncated the file
+            self._shown_round = row["round"]
             shown = _describe(row)
             if self._tty:
                 self._bar.set_postfix(shown, refresh=False)
@@ -59,7 +62,6 @@ class RoundProgress:
             else:
                 extra = " ".join(f"{k} {v}" for k, v in shown.items())
                 print(f"round {row['round']}/{self.total} {extra}", file=sys.stderr, flush=True)
-        self._seen = max(self._seen, len(rows))
 
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):

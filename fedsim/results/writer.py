@@ -55,6 +55,42 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class MetricsTail:
+    """The round records appended to a run's metrics.jsonl since the last call.
+
+    Reads only the new bytes (re-parsing the whole file every tick would grow with the run:
+    each record carries per-client lists); a partial last line waits for the next call, and a
+    file that shrank (a resumed run truncates it) is read again from the start.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self._offset = 0
+        self._partial = b""
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self._offset:
+            self._offset, self._partial = 0, b""
+        if size == self._offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read(size - self._offset)
+        self._offset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+
 class ResultsWriter:
     """Appends round records to metrics.jsonl and writes summary.json at the end."""
 
