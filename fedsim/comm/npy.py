@@ -52,8 +52,18 @@ def encode(x: np.ndarray) -> Array:
         _HEADERS[key] = (array.data[:len(array.data) - x.nbytes], array.dtype)
         return array
     header, dtype = cached
-    raw = (x.T if fortran else x).tobytes(order="C")  # what np.save writes after the header
-    return Array(dtype=dtype, shape=key[1], stype=NUMPY_STYPE, data=header + raw)
+    # what np.save writes after the header, joined in one copy (x.T of a Fortran array is C)
+    return _numpy_array(dtype, key[1], b"".join((header, x.T if fortran else x)))
+
+
+def _numpy_array(dtype: str, shape: tuple[int, ...], data: bytes) -> Array:
+    """``Array(dtype=..., shape=..., stype="numpy.ndarray", data=...)`` for fields already
+    known to be valid: the same object state without the constructor's argument dispatch
+    (``tests/comm/test_npy.py`` checks it against Flower's constructor)."""
+    array = object.__new__(Array)
+    array.__dict__.update(_is_dirty=True, dtype=dtype, shape=shape, stype=NUMPY_STYPE,
+                          data=data)
+    return array
 
 
 def _header_length(data: bytes) -> int | None:
