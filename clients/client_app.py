@@ -12,9 +12,8 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.faults import before_training, corrupt, draw_faults
-from clients.runtime import local_data, model_for, round_seed
+from clients.runtime import load_global_model, local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, parse_setup
-from fedsim.comm.npy import record_to_torch
 from fedsim.tasks.kind import task_kind
 from fedsim.tasks.task import augmentation
 from fedsim.tasks.training import LocalBatches, num_local_steps
@@ -56,7 +55,7 @@ def train(msg: Message, context: Context) -> Message:
     before_training(drawn)
     train_data, _ = local_data(setup, pid, _data_path(context))
     model = model_for(setup)
-    model.load_state_dict(record_to_torch(msg.content["arrays"]))
+    load_global_model(model, msg.content["arrays"])
     t = setup.train
     batches = LocalBatches(train_data, t.batch_size, t.batch_sampling,
                            round_seed(setup.seed, pid, server_round, 0),
@@ -84,7 +83,7 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     pid = _partition_id(context)
     _, test_data = local_data(setup, pid, _data_path(context))
     model = model_for(setup)
-    model.load_state_dict(record_to_torch(msg.content["arrays"]))
+    load_global_model(model, msg.content["arrays"])
     scores = task_kind(setup).evaluate(model, test_data, pid)
     metrics = MetricRecord({**{f"eval-{k}": float(v) for k, v in scores.items()},
                             "num-examples": len(test_data)})
