@@ -95,6 +95,10 @@ class ActorPools:
         self.actors[key] = actor
         return actor.register.remote([self.make_context(n) for n in self.nodes_of[key]])
 
+    def cpus_held(self) -> float:
+        """CPUs the actors of all pools hold."""
+        return sum(k * p.num_cpus for k, p in zip(self.sizes, self.profiles, strict=True))
+
     def actor(self, key: ActorKey) -> Any:
         return self.actors[key]
 

@@ -18,7 +18,6 @@ from flwr.app import Context, RecordDict
 
 from fedsim.config.schema import EngineConfig, ExperimentConfig
 from fedsim.engine.base import SUPERLINK_NODE_ID
-from fedsim.engine.pool import ActorPools
 from fedsim.engine.profiles import assign_profiles, build_profiles
 
 CLIENT_APP = "clients.client_app:app"
@@ -34,31 +33,6 @@ def worker_env() -> dict[str, str]:
     env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "FLWR_TELEMETRY_ENABLED": "0"}
     env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
     return env
-
-
-def actor_cpus(pools: ActorPools) -> float:
-    """CPUs the actors of all pools hold."""
-    return sum(k * p.num_cpus for k, p in zip(pools.sizes, pools.profiles, strict=True))
-
-
-@contextlib.contextmanager
-def driver_threads(local_cpus: int, held_by_actors: float) -> Iterator[int]:
-    """Torch threads of the driver (central evaluation, aggregation) while the actors run.
-
-    The actors take ``held_by_actors`` of this machine's ``local_cpus``; a driver that also used
-    every core would, through OpenMP workers that keep spinning after each parallel region,
-    take CPU from the actors all round long. It gets the cores the actors leave (at least one),
-    and its previous setting back afterwards.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    threads = max(1, int(local_cpus - held_by_actors))
-    torch.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -98,13 +72,12 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
                        profiles=profiles, partition_profile=owner,
                        deadline_s=cfg.engine.deadline_s, compute_timer=cfg.engine.compute_timer,
                        fixed_compute_s=cfg.engine.fixed_compute_s,
-                       phase_timeout_s=cfg.engine.phase_timeout_s)
-        # actors of a remote cluster hold no core of this machine
-        held = 0.0 if cfg.engine.ray_address else actor_cpus(grid.pools)
+                       phase_timeout_s=cfg.engine.phase_timeout_s,
+                       # a cluster's actors hold no core of this machine
+                       actors_share_this_machine=not cfg.engine.ray_address)
         try:
-            with driver_threads(os.cpu_count() or 1, held):
-                context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID,
-                                  node_config={}, state=RecordDict(), run_config=run_config)
-                server_app(grid, context)
+            context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                              state=RecordDict(), run_config=run_config)
+            server_app(grid, context)
         finally:
             grid.shutdown()

@@ -11,8 +11,11 @@ in which they finish, so a seeded run gives the same results on 1 actor or 100.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,27 @@ from fedsim.engine.profiles import round_fate
 from fedsim.engine.wire import drop_record_chunks, message_bytes
 
 TIMED_TYPES = ("train", "evaluate")  # message types the clock and the device fates apply to
+
+
+@contextlib.contextmanager
+def driver_threads(threads: int | None) -> Iterator[None]:
+    """Torch threads of this process set to ``threads`` (None: unchanged) inside the block.
+
+    While the actors train, the driver needs no more than the cores they leave: with more, the
+    OpenMP workers of its last evaluation or aggregation keep spinning and take CPU from the
+    actors. Between phases the actors idle and the driver has every core again.
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -58,7 +82,7 @@ class RayGrid(VirtualGrid):
                  profiles: list[DeviceProfile] | None = None,
                  partition_profile: list[int] | None = None, deadline_s: float = 0.0,
                  compute_timer: str = "cpu", fixed_compute_s: float = 1.0,
-                 phase_timeout_s: float = 0.0) -> None:
+                 phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
@@ -71,6 +95,9 @@ class RayGrid(VirtualGrid):
                                 compute_timer)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
+        # torch threads of the driver while the actors train: the cores they leave here
+        self.waiting_threads = max(1, int((os.cpu_count() or 1) - self.pools.cpus_held())) \
+            if actors_share_this_machine else None
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
@@ -134,16 +161,21 @@ class RayGrid(VirtualGrid):
         ids = list(self.push_messages(messages))
         pushed = set(ids)
         mine = [ref for ref, (_, batch) in self._inflight.items() if batch[0] in pushed]
-        if mine:
-            limit = timeout if timeout is not None else (self.phase_timeout_s or None)
-            done, late = ray.wait(mine, num_returns=len(mine), timeout=limit)
-            self._gather(done)
-            for ref in late:  # a hung or slow actor: its clients fail, the actor is replaced
-                key, batch = self._inflight.pop(ref)
-                self._fail(batch, "timed_out", ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
-                           f"no reply within {limit:g} s (engine.phase_timeout_s); the actor "
-                           "running this client was replaced")
-                self.pools.replace(key)
+        limit = timeout if timeout is not None else (self.phase_timeout_s or None)
+        deadline = None if limit is None else time.monotonic() + limit
+        with driver_threads(self.waiting_threads):
+            while mine:  # each batch is checked as it arrives, while the others still run
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, mine = ray.wait(mine, num_returns=1, timeout=left)
+                if not done:
+                    break
+                self._gather(done)
+        for ref in mine:  # a hung or slow actor: its clients fail, the actor is replaced
+            key, batch = self._inflight.pop(ref)
+            self._fail(batch, "timed_out", ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+                       f"no reply within {limit:g} s (engine.phase_timeout_s); the actor "
+                       "running this client was replaced")
+            self.pools.replace(key)
         return self._release(ids)
 
     # -- gather, check, clock -------------------------------------------------------------
