@@ -78,6 +78,7 @@ class ModelRepliesMixin:
     """Screening of fp32 model replies for Flower's own averaging strategies."""
 
     layout: Layout | None = None
+    replies_screened = True  # what Flower's consistency check tests, reject_reason did
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
