@@ -21,6 +21,7 @@ ship their data twice (reference/grid-on-ray.md §7).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -53,7 +54,8 @@ def _array_frame(array: Array) -> int:
     return _ARRAY_FRAMES[key]
 
 
-def _refs_body(names: list[str]) -> int:
+@functools.lru_cache(maxsize=1024)
+def _refs_body(names: tuple[str, ...]) -> int:
     """Length of the ``{name: object id}`` JSON body of an ArrayRecord or RecordDict."""
     return len(json.dumps(dict.fromkeys(names, _PLACEHOLDER_ID)).encode("utf-8"))
 
@@ -91,20 +93,20 @@ class _Tree:
 
     def record(self, record: Any) -> Any:
         if isinstance(record, ArrayRecord):
-            names = list(record.keys())
+            names = tuple(record.keys())
             children = tuple(self._array(a) for a in record.values())
             size = framed("ArrayRecord", len(set(children)), _refs_body(names))
-            return self._add(("ArrayRecord", tuple(names), children), size)
+            return self._add(("ArrayRecord", names, children), size)
         if isinstance(record, (ConfigRecord, MetricRecord)):
             body = record.deflate()
             return self._add((type(record).__name__, body), len(body))
         raise _Unsupported
 
     def content(self, content: RecordDict) -> Any:
-        names = list(content.keys())
+        names = tuple(content.keys())
         children = tuple(self.record(r) for r in content.values())
         size = framed("RecordDict", len(set(children)), _refs_body(names))
-        return self._add(("RecordDict", tuple(names), children), size)
+        return self._add(("RecordDict", names, children), size)
 
 
 class _Unsupported(Exception):

@@ -112,17 +112,14 @@ class RayGrid(VirtualGrid):
         self._phases += 1
         self._reply_bytes = {}
         batches: dict[ActorKey, list[str]] = {}
-        sizes: dict[int, int] = {}
         shared: dict[int, Any] = {}
         ids = []
         for msg in messages:
             msg_id = self.accept(msg)
             ids.append(msg_id)
             content = msg.content
-            if id(content) not in sizes:  # one content size per shared content object
-                sizes[id(content)] = content_tree_bytes(content)
             kind = msg.metadata.message_type.split(".")[0]
-            delivery = Delivery(msg, kind in TIMED_TYPES, message_bytes(msg, sizes[id(content)]))
+            delivery = Delivery(msg, kind in TIMED_TYPES, 0)
             self._deliveries[msg_id] = delivery
             node = msg.metadata.dst_node_id
             if delivery.timed:
@@ -147,6 +144,13 @@ class RayGrid(VirtualGrid):
                          for i in batch]
                 ref = self.pools.actor(key).handle.remote(table, items)
                 self._inflight[ref] = (key, batch)
+        sizes: dict[int, int] = {}  # one content size per shared content object
+        for msg_id in ids:  # the clock's download sizes, while the actors already train
+            delivery = self._deliveries[msg_id]
+            content = delivery.ins.content
+            if id(content) not in sizes:
+                sizes[id(content)] = content_tree_bytes(content)
+            delivery.down_bytes = message_bytes(delivery.ins, sizes[id(content)])
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
