@@ -13,7 +13,7 @@ from flwr.clientapp import ClientApp
 
 from clients.faults import before_training, corrupt, draw_faults
 from clients.runtime import load_global_model, local_data, model_for, round_seed
-from clients.setup import SETUP_KEY, parse_setup
+from clients.setup import SETUP_KEY, ClientSetup, parse_setup
 from fedsim.tasks.kind import task_kind
 from fedsim.tasks.task import augmentation
 from fedsim.tasks.training import LocalBatches, num_local_steps
@@ -30,6 +30,24 @@ app.fedsim_keeps_inputs = True
 
 def _partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
+
+
+def _setup_partition(context: Context, setup: ClientSetup) -> int:
+    """This node's partition id, checked against the experiment (a SuperNode started with
+    ``--partition-id``/``--num-partitions`` for another experiment fails with the fix)."""
+    pid = _partition_id(context)
+    if _data_path(context) is not None:  # its own data file: the id only names the client
+        return pid
+    n = setup.task.num_clients
+    declared = context.node_config.get("num-partitions")
+    if declared is not None and int(declared) != n:
+        raise ValueError(f"this node was started with num-partitions {declared} but the "
+                         f"experiment has task.num_clients = {n}; start it with "
+                         f"--num-partitions {n}")
+    if not 0 <= pid < n:
+        raise ValueError(f"this node holds partition-id {pid} but the experiment has "
+                         f"task.num_clients = {n} (partitions 0..{n - 1})")
+    return pid
 
 
 def _data_path(context: Context) -> str | None:
@@ -50,7 +68,7 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     setup = parse_setup(str(config[SETUP_KEY]))
     server_round = int(config["server-round"])
-    pid = _partition_id(context)
+    pid = _setup_partition(context, setup)
     drawn = draw_faults(setup.faults, setup.seed, pid, server_round)
     before_training(drawn)
     train_data, _ = local_data(setup, pid, _data_path(context))
@@ -80,7 +98,7 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     """The task's evaluation of the global model on this client's local test split (loss and
     accuracy for classification)."""
     setup = parse_setup(str(msg.content["config"][SETUP_KEY]))
-    pid = _partition_id(context)
+    pid = _setup_partition(context, setup)
     _, test_data = local_data(setup, pid, _data_path(context))
     model = model_for(setup)
     load_global_model(model, msg.content["arrays"])

@@ -24,7 +24,7 @@ from flwr.app import Array, ArrayRecord
 CHECKPOINT_FILE = "checkpoint.pkl"
 
 # Attributes that describe the current connection, not the algorithm: never saved.
-TRANSIENT = frozenset({"_grid", "node_partitions", "round_report", "rejections"})
+TRANSIENT = frozenset({"_grid", "node_partitions", "round_report", "reply_problems"})
 
 
 @dataclass

@@ -151,6 +151,19 @@ def _resume(ckpt: Checkpoint, strategy: Any, meter: RoundMeter | None, grid: Gri
     return ckpt.round + 1, ckpt.wall_seconds, numpy_to_arrays(ckpt.arrays)
 
 
+def _report_problems(problems: list[dict[str, Any]], rnd: int, writer: ResultsWriter) -> None:
+    """Keep why replies were dropped (client_problems.jsonl) and say so once per round."""
+    if not problems:
+        return
+    writer.write_problems(problems)
+    first = problems[0]
+    reason = (first["reason"].strip().splitlines() or ["no reason given"])[0]
+    more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+    log.warning("round %d: %s %s reply of partition %s dropped (%s)%s; every dropped reply "
+                "is in client_problems.jsonl", rnd, first["phase"], first["kind"],
+                first["partition"], reason, more)
+
+
 def _with_changes(cfg: ExperimentConfig, changes: dict[str, Any]) -> ExperimentConfig:
     """``cfg`` with ``{"section.key": value}`` replaced (the task kind's prepared settings)."""
     if not changes:
@@ -226,6 +239,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 record.update(grid.end_round())
             if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
                 record.update(evaluator(arrays, rnd))
+            _report_problems(getattr(strategy, "reply_problems", []), rnd, writer)
             record["round_seconds"] = time.monotonic() - t_round
             record["wall_seconds"] = clock_offset + time.monotonic() - start
             writer.write_round(record)

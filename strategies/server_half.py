@@ -9,7 +9,8 @@ algorithm:
   *partition id* from a generator seeded with (seed, round, phase);
 - replies in partition order before aggregation (sums in a fixed order: bit-identical runs);
 - reply screening: error replies and replies that ``reject_reason`` refuses (malformed
-  payloads) are dropped and counted in ``round_report``; the round continues with the rest.
+  payloads) are dropped and counted in ``round_report``, and why each was dropped is kept in
+  ``reply_problems`` for the results folder; the round continues with the rest.
 """
 
 from __future__ import annotations
@@ -87,14 +88,14 @@ class FedsimStrategyMixin:
     seed: int = 0
     node_partitions: dict[int, int]
     round_report: dict[str, float]
-    rejections: list[dict[str, Any]]
+    reply_problems: list[dict[str, Any]]  # this round's dropped replies: kind and reason
 
     def bind_nodes(self, node_partitions: dict[int, int], seed: int) -> None:
         """Tell the strategy which partition each node holds (learned by a query round)."""
         self.node_partitions = dict(node_partitions)
         self.seed = seed
         self.round_report = {}
-        self.rejections = []
+        self.reply_problems = []
 
     # ----------------------------------------------------------------------------- sampling
     def _pick_nodes(self, count: int, phase: int) -> list[int]:
@@ -115,7 +116,7 @@ class FedsimStrategyMixin:
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._round, self._grid = server_round, grid
-        self.round_report, self.rejections = {}, []
+        self.round_report, self.reply_problems = {}, []
         self.expected_arrays = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
         return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
 
@@ -145,17 +146,21 @@ class FedsimStrategyMixin:
         for msg in sorted(replies, key=self.partition_of):
             if msg.has_error():
                 failed += 1
+                self._problem(msg, phase, "failed", str(msg.error.reason))
             elif (reason := (self.reject_reason(msg) if phase == "train"
                              else metrics_reply_problem(msg))) is not None:
                 rejected += 1
-                self.rejections.append({"round": self._round, "phase": phase,
-                                        "partition": self.partition_of(msg), "reason": reason})
+                self._problem(msg, phase, "rejected", reason)
             else:
                 kept.append(msg)
         self.round_report[f"{phase}_failures"] = failed
         self.round_report[f"{phase}_rejected"] = rejected
         self.round_report[f"{phase}_replies"] = len(kept)
         return kept
+
+    def _problem(self, msg: Message, phase: str, kind: str, reason: str) -> None:
+        self.reply_problems.append({"round": self._round, "phase": phase, "kind": kind,
+                                    "partition": self.partition_of(msg), "reason": reason})
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
             ArrayRecord | None, MetricRecord | None]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+PROBLEMS_FILE = "client_problems.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.toml"
 
@@ -102,6 +103,13 @@ class ResultsWriter:
     def write_round(self, record: dict[str, Any]) -> None:
         self._metrics.write(json.dumps(_clean(record), sort_keys=True) + "\n")
         self._metrics.flush()
+
+    def write_problems(self, problems: list[dict[str, Any]]) -> None:
+        """Append why replies were dropped (client errors, rejected payloads) to
+        client_problems.jsonl, one line per reply; the file exists once a reply was dropped."""
+        if problems:
+            with open(self.run_dir / PROBLEMS_FILE, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(p, sort_keys=True) + "\n" for p in problems)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)

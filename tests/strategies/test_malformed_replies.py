@@ -62,7 +62,8 @@ def test_malformed_sign_reply_is_rejected_and_the_round_continues(kind: str) -> 
     new_arrays, _ = strategy.aggregate_train(1, [bad, *good])
     assert strategy.round_report["train_rejected"] == 1
     assert strategy.round_report["train_replies"] == 3
-    assert strategy.rejections[0]["partition"] == 3
+    assert strategy.reply_problems[0]["partition"] == 3
+    assert strategy.reply_problems[0]["kind"] == "rejected"
     # the same step as from the three good replies alone
     ref = ZSignStrategy(sigma=0.1, fraction_train=1.0, min_train_nodes=3, min_available_nodes=3)
     ref.bind_nodes({n: i for i, n in enumerate(NODES[:3])}, seed=0)
@@ -88,7 +89,7 @@ def test_malformed_fedlion_and_fedavg_replies_are_rejected() -> None:
     new_arrays, _ = lion.aggregate_train(1, replies)
     assert new_arrays is not None
     assert lion.round_report["train_rejected"] == 3
-    reasons = " | ".join(r["reason"] for r in lion.rejections)
+    reasons = " | ".join(r["reason"] for r in lion.reply_problems)
     assert "NaN" in reasons and "momentum" in reasons
 
     avg = FedAvgStrategy(fraction_train=1.0, min_train_nodes=3, min_available_nodes=3)
