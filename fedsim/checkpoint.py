@@ -10,6 +10,7 @@ ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -83,6 +84,17 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         return None
     with open(path, "rb") as f:
         return pickle.load(f)  # noqa: S301 - our own file in the run's results folder
+
+
+def drop_rounds_after(jsonl_path: Path, last_round: int) -> None:
+    """Remove the lines of a per-round JSONL file whose ``round`` is after ``last_round``."""
+    if not jsonl_path.exists():
+        return
+    kept = [line for line in jsonl_path.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("round", 0) <= last_round]
+    tmp = jsonl_path.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, jsonl_path)
 
 
 def truncate_metrics(metrics_path: Path, lines: int) -> None:

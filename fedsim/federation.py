@@ -25,6 +25,7 @@ from fedsim.checkpoint import (
     Checkpoint,
     arrays_to_numpy,
     capture_rng,
+    drop_rounds_after,
     load_checkpoint,
     numpy_to_arrays,
     object_state,
@@ -35,7 +36,7 @@ from fedsim.checkpoint import (
 from fedsim.config.schema import ExperimentConfig
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
-from fedsim.results.writer import METRICS_FILE, ResultsWriter, read_metrics
+from fedsim.results.writer import METRICS_FILE, PROBLEMS_FILE, ResultsWriter, read_metrics
 from fedsim.tasks.kind import task_kind
 from strategies.registry import Sampling, get_strategy
 
@@ -147,6 +148,7 @@ def _resume(ckpt: Checkpoint, strategy: Any, meter: RoundMeter | None, grid: Gri
         grid.import_client_states(ckpt.client_states)
     restore_rng(ckpt.rng)
     truncate_metrics(run_dir / METRICS_FILE, ckpt.metrics_lines)
+    drop_rounds_after(run_dir / PROBLEMS_FILE, ckpt.round)
     log.info("resuming after round %d", ckpt.round)
     return ckpt.round + 1, ckpt.wall_seconds, numpy_to_arrays(ckpt.arrays)
 

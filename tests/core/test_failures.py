@@ -67,3 +67,14 @@ def test_a_node_from_another_experiment_fails_with_the_fix(node_config: dict,
                       run_config={})
     with pytest.raises(ValueError, match=match):
         app(msg, context)
+
+
+def test_a_resume_drops_the_problems_of_rounds_it_will_run_again(tmp_path: Path) -> None:
+    from fedsim.checkpoint import drop_rounds_after
+
+    path = tmp_path / PROBLEMS_FILE
+    path.write_text("".join(json.dumps({"round": r, "partition": p}) + "\n"
+                            for r in (1, 2, 3, 4) for p in (0, 1)))
+    drop_rounds_after(path, 2)
+    assert [json.loads(line)["round"] for line in path.read_text().splitlines()] == [1, 1, 2, 2]
+    drop_rounds_after(tmp_path / "absent.jsonl", 1)  # nothing to do
