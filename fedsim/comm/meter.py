@@ -34,7 +34,9 @@ Round metric keys returned by :meth:`CommMeter.end_round` (bytes are integers):
 ``downlink_bytes_per_client``         downlink_bytes / downlink_messages
 ``uplink_replies``                    replies received (error replies included)
 ``uplink_error_replies``              replies that carry an error instead of content
-``uplink_bytes``                      Σ tree bytes of all replies
+``uplink_bytes``                      Σ tree bytes of all replies a client sent (an error reply
+                                      the SuperLink or the engine makes for a client that never
+                                      answered, ``LINK_MADE_ERRORS``, counts 0)
 ``uplink_payload_bytes``              Σ array nbytes of all replies
 ``uplink_bytes_per_client``           mean tree bytes of a reply with content
 ``uplink_bytes_per_client_max``       largest reply (tree bytes)
@@ -45,7 +47,7 @@ Round metric keys returned by :meth:`CommMeter.end_round` (bytes are integers):
 ``uplink_compression_ratio``          32 / uplink_bits_per_param: fp32 FedAvg payload (32·d bits)
                                       over the measured wire size
 ``uplink_payload_compression_ratio``  32 / uplink_payload_bits_per_param
-``uplink_superlink_bytes_estimate``   uplink_bytes + 645 · uplink_replies
+``uplink_superlink_bytes_estimate``   uplink_bytes + 645 · replies a client sent
 ``cumulative_downlink_bytes``         Σ downlink_bytes over the rounds so far
 ``cumulative_uplink_bytes``           Σ uplink_bytes over the rounds so far
 ``cumulative_uplink_payload_bytes``   Σ uplink_payload_bytes over the rounds so far
@@ -71,12 +73,18 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, Message, RecordDict
+from flwr.common.constant import ErrorCode
 
 from fedsim.comm.records import array_records
 from fedsim.comm.tree_size import content_tree_bytes, message_frame, tree_bytes
 
 #: bytes of the PushMessages proto per reply, beside the object tree (flower-1.41.md §9)
 PUSH_OVERHEAD_BYTES = 645
+# Error replies that no client sent: the SuperLink makes them for a node that is unreachable
+# or whose reply never came (linkstate/utils.py), and fedsim's Ray engine for a device that was
+# unavailable, dropped out or timed out.
+LINK_MADE_ERRORS = frozenset({ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+                              ErrorCode.NODE_UNAVAILABLE})
 #: bits per parameter of an fp32 FedAvg payload, the reference for compression ratios
 FP32_BITS = 32
 
@@ -196,8 +204,11 @@ class CommMeter:
             raise ValueError(f"{len(wire_bytes)} sizes for {len(replies)} replies")
         for i, msg in enumerate(replies):
             known = wire_bytes[i] if wire_bytes is not None else None
-            wire = int(known) if known is not None else message_wire_bytes(msg)
-            payload = message_payload_bytes(msg)
+            if msg.has_error() and msg.error.code in LINK_MADE_ERRORS:
+                wire = payload = 0  # nothing came up this client's link
+            else:
+                wire = int(known) if known is not None else message_wire_bytes(msg)
+                payload = message_payload_bytes(msg)
             self._up.append((wire, payload, msg.has_content()))
             rec = self._client(msg.metadata.src_node_id)
             rec.uplink_bytes += wire
@@ -238,7 +249,8 @@ class CommMeter:
             "uplink_compression_ratio": FP32_BITS / bits if bits else None,
             "uplink_payload_compression_ratio": FP32_BITS / payload_bits if payload_bits
             else None,
-            "uplink_superlink_bytes_estimate": up_wire + PUSH_OVERHEAD_BYTES * len(self._up),
+            "uplink_superlink_bytes_estimate": up_wire + PUSH_OVERHEAD_BYTES * sum(
+                1 for w, _, _ in self._up if w),
             "cumulative_downlink_bytes": self.cumulative_downlink_bytes,
             "cumulative_uplink_bytes": self.cumulative_uplink_bytes,
             "cumulative_uplink_payload_bytes": self.cumulative_uplink_payload_bytes,

@@ -187,3 +187,24 @@ def test_bytes_to_target() -> None:
     assert bytes_to_target(rows, 0.7) == {"rounds_to_target": 2, "uplink_bytes_to_target": 200,
                                           "downlink_bytes_to_target": 800}
     assert bytes_to_target(rows, 0.9)["uplink_bytes_to_target"] is None
+
+
+def test_errors_no_client_sent_cost_no_uplink() -> None:
+    """An error reply the SuperLink (or the engine) makes for a client that never answered
+    counts as a reply with an error but adds no uplink bytes; a client's own error does."""
+    from flwr.common.constant import ErrorCode
+
+    model = _content({"w": np.zeros(10, np.float32)})
+    ins = [_instruction(model, node) for node in (1, 2, 3)]
+    own = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="boom"),
+                  reply_to=ins[0])
+    unreachable = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="offline"),
+                          reply_to=ins[1])
+    late = Message(Error(code=ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason="timeout"),
+                   reply_to=ins[2])
+    meter = CommMeter(num_params=10)
+    meter.uplink([own, unreachable, late])
+    row = meter.end_round()
+    assert row["uplink_replies"] == 3 and row["uplink_error_replies"] == 3
+    assert row["uplink_bytes"] == message_wire_bytes(own) > 0
+    assert row["uplink_superlink_bytes_estimate"] == message_wire_bytes(own) + 645
