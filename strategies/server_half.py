@@ -8,6 +8,9 @@ algorithm:
   node ids are random per run, so the mixin re-draws the same number of clients by
   *partition id* from a generator seeded with (seed, round, phase);
 - replies in partition order before aggregation (sums in a fixed order: bit-identical runs);
+- missing nodes do not stall the run: Flower's samplers wait forever for
+  ``min_available_nodes``, so one deployed SuperNode that died would hold every later round;
+  the mixin waits ``node_wait_s`` for it, then runs the round with the nodes that are there;
 - reply screening: error replies and replies that ``reject_reason`` refuses (malformed
   payloads) are dropped and counted in ``round_report``, and why each was dropped is kept in
   ``reply_problems`` for the results folder; the round continues with the rest.
@@ -15,7 +18,10 @@ algorithm:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,6 +30,8 @@ from flwr.serverapp import Grid
 
 from fedsim.comm.npy import view
 from fedsim.comm.records import array_records, metric_records
+
+log = logging.getLogger("fedsim")
 
 
 def metrics_reply_problem(msg: Message) -> str | None:
@@ -86,6 +94,7 @@ class FedsimStrategyMixin:
     """Deterministic sampling, ordered replies and reply screening for a Flower strategy."""
 
     seed: int = 0
+    node_wait_s: float = 300.0  # how long a round waits for missing nodes
     node_partitions: dict[int, int]
     round_report: dict[str, float]
     reply_problems: list[dict[str, Any]]  # this round's dropped replies: kind and reason
@@ -118,12 +127,41 @@ class FedsimStrategyMixin:
         self._round, self._grid = server_round, grid
         self.round_report, self.reply_problems = {}, []
         self.expected_arrays = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        with self._without_missing_nodes(grid, "train"):
+            return super().configure_train(  # type: ignore[misc]
+                server_round, arrays, config, grid)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         self._round, self._grid = server_round, grid
-        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore
+        with self._without_missing_nodes(grid, "evaluate"):
+            return super().configure_evaluate(  # type: ignore[misc]
+                server_round, arrays, config, grid)
+
+    @contextlib.contextmanager
+    def _without_missing_nodes(self, grid: Grid, phase: str) -> Iterator[None]:
+        """Wait up to ``node_wait_s`` for the nodes Flower's sampler requires; if some stay
+        away, lower its minimums to the nodes that are there for this call only."""
+        need = int(getattr(self, "min_available_nodes", 0))
+        deadline = time.monotonic() + self.node_wait_s
+        while (have := len(list(grid.get_node_ids()))) < need and \
+                time.monotonic() < deadline:
+            time.sleep(1.0)
+        if have >= need:
+            yield
+            return
+        log.warning("round %d: only %d of the %d nodes needed are connected after %.0f s; "
+                    "the %s phase goes on with them", self._round, have, need,
+                    self.node_wait_s, phase)
+        names = ("min_available_nodes", "min_train_nodes", "min_evaluate_nodes")
+        saved = {k: getattr(self, k) for k in names if hasattr(self, k)}
+        for key, value in saved.items():
+            setattr(self, key, min(value, max(have, 1)))
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                setattr(self, key, value)
 
     # ------------------------------------------------------------------------------ replies
     def partition_of(self, msg: Message) -> int:

@@ -129,3 +129,23 @@ def test_corrupt_clients_are_counted_in_metrics_and_the_run_finishes(
     assert [r["train_rejected"] for r in rows] == [2, 2, 2]
     assert [r["train_replies"] for r in rows] == [18, 18, 18]
     assert rows[-1]["central_accuracy"] > 0.3
+
+
+def test_a_missing_node_does_not_stall_the_round(caplog: pytest.LogCaptureFixture) -> None:
+    """Flower's sampler would wait forever for the 4th node (all 4 train each round); the
+    strategy waits node_wait_s, then the round goes on with the 3 nodes that are there."""
+    import logging
+    import time
+
+    strategy = FedAvgStrategy(fraction_train=1.0, min_train_nodes=4, min_available_nodes=4)
+    strategy.bind_nodes({n: i for i, n in enumerate(NODES)}, seed=0)
+    strategy.node_wait_s = 0.5
+    arrays = ArrayRecord(tiny_model().state_dict())
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="fedsim"):
+        messages = list(strategy.configure_train(1, arrays, setup_config(0.1, 2),
+                                                 NodeGrid(NODES[:3])))
+    assert time.monotonic() - start < 5
+    assert sorted(m.metadata.dst_node_id for m in messages) == sorted(NODES[:3])
+    assert "only 3 of the 4 nodes" in caplog.text
+    assert (strategy.min_train_nodes, strategy.min_available_nodes) == (4, 4)
