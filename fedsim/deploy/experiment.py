@@ -80,14 +80,14 @@ def write_report(run_dir: Path, traffic: flwr_cli.Traffic) -> dict[str, Any]:
                                      if n_down else None)}
         train = wire["uplink"].get("train", {})
         if "uplink_bytes" in report["meter"]:
-            # the meter counts every train reply, including the error replies the SuperLink
-            # makes up for a vanished node; those never crossed the network
+            # the error replies the SuperLink makes up for a vanished node never crossed the
+            # network: the meter counts them as replies with no bytes, as the wire does
             made_up = wire.get("unavailable_reply_tree_bytes", {}).get("train", 0)
             report["meter_train_uplink_bytes"] = report["meter"]["uplink_bytes"]
             report["wire_train_uplink_tree_bytes"] = train.get("tree_bytes", 0)
             report["superlink_made_up_reply_bytes"] = made_up
             report["meter_matches_wire"] = (report["meter"]["uplink_bytes"]
-                                            == train.get("tree_bytes", 0) + made_up)
+                                            == train.get("tree_bytes", 0))
     (run_dir / DEPLOYMENT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
