@@ -134,3 +134,18 @@ def test_meter_reuses_sizes_measured_elsewhere_and_measures_the_rest() -> None:
     meter = CommMeter()
     meter.uplink(replies, [exact[0], None, exact[2]])
     assert meter.end_round()["uplink_bytes"] == sum(exact)
+
+
+def test_the_driver_yields_cores_only_while_it_waits() -> None:
+    from fedsim.engine.ray_grid import driver_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with driver_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with driver_threads(None):  # actors elsewhere (a cluster): unchanged
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
