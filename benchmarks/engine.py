@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -403,14 +404,16 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+A, B, B1, C, D = ("(a) plain loop, 1 process", "(b) fedsim, 1 actor per core",
+                  "(b1) fedsim, 1 actor", "(c) flower simulation", "(d) pfl, torchrun 1/core")
+
+
 def goals(results: dict[str, dict], clients: int) -> str:
     def s(key: str) -> float | None:
         r = results.get(key)
         return None if r is None or "error" in r else r["steady"]
 
-    a, b, b1, c, d = (s(k) for k in ("(a) plain loop, 1 process",
-                                      "(b) fedsim, 1 actor per core", "(b1) fedsim, 1 actor",
-                                      "(c) flower simulation", "(d) pfl, torchrun 1/core"))
+    a, b, b1, c, d = (s(k) for k in (A, B, B1, C, D))
     out = []
     if a is not None and b1 is not None:
         ms = (b1 - a) / clients * 1000
@@ -422,11 +425,28 @@ def goals(results: dict[str, dict], clients: int) -> str:
         out.append(f"(c)/(b) = {c / b:.2f} (goal >= 3: {'met' if c >= 3 * b else 'NOT met'})")
     if b is not None and d is not None:
         out.append(f"(b)/(d) = {b / d:.2f} (goal <= 1: {'met' if b <= d else 'NOT met'})")
-    rb, rc = results.get("(b) fedsim, 1 actor per core"), results.get("(c) flower simulation")
+    rb, rc = results.get(B), results.get(C)
     if rb and rc and "error" not in rb and "error" not in rc:
         out.append(f"start-up (b) {rb['startup']:.1f} s vs (c) {rc['startup']:.1f} s (goal: no "
                    f"slower than Flower: {'met' if rb['startup'] <= rc['startup'] else 'NOT met'})")
     return "\n".join(out)
+
+
+def paired_goals(passes: dict[str, list[dict]], clients: int) -> str:
+    """The goals' figures pass by pass, with their medians: the configurations of one pass run
+    minutes apart, so a slow spell of the machine moves both sides of a ratio together."""
+    figures = [("serial overhead ms", A, B1, lambda a, b1: (b1 - a) / clients * 1000),
+               ("(b)/(a)", A, B, lambda a, b: b / a), ("(c)/(b)", B, C, lambda b, c: c / b),
+               ("(b)/(d)", D, B, lambda d, b: b / d)]
+    out = []
+    for name, first, second, figure in figures:
+        pairs = [figure(x["steady"], y["steady"])
+                 for x, y in zip(passes.get(first, []), passes.get(second, []), strict=False)
+                 if "error" not in x and "error" not in y]
+        if pairs:
+            values = ", ".join(f"{v:.2f}" for v in pairs)
+            out.append(f"  {name:<20}{values} (median {statistics.median(pairs):.2f})")
+    return "pass by pass:\n" + "\n".join(out) if out else ""
 
 
 def default_pfl_python() -> str | None:
@@ -439,18 +459,15 @@ def default_pfl_python() -> str | None:
 def main_compare(args: argparse.Namespace, work: Path) -> None:
     cores = os.cpu_count() or 1
     runs = {
-        "(a) plain loop, 1 process": lambda w: run_plain(w, args.rounds, args.clients),
-        "(b) fedsim, 1 actor per core": lambda w: run_fedsim(
-            w, "b", "ray", args.rounds, args.clients, args.clients, cores),
-        "(b1) fedsim, 1 actor": lambda w: run_fedsim(
-            w, "b1", "ray", args.rounds, args.clients, args.clients, 1),
-        "(c) flower simulation": lambda w: run_fedsim(
+        A: lambda w: run_plain(w, args.rounds, args.clients),
+        B: lambda w: run_fedsim(w, "b", "ray", args.rounds, args.clients, args.clients, cores),
+        B1: lambda w: run_fedsim(w, "b1", "ray", args.rounds, args.clients, args.clients, 1),
+        C: lambda w: run_fedsim(
             w, "c", "flower", args.rounds, args.clients, args.clients, cores),
     }
     pfl_python = args.pfl_python or default_pfl_python()
     if pfl_python:
-        runs["(d) pfl, torchrun 1/core"] = lambda w: run_pfl(w, pfl_python, args.rounds,
-                                                           args.clients)
+        runs[D] = lambda w: run_pfl(w, pfl_python, args.rounds, args.clients)
     passes: dict[str, list[dict]] = {}
     print(f"before: {cpu_load()}", flush=True)
     for rep in range(args.repeat):  # interleaved, so slow spells of a shared machine spread out
@@ -467,7 +484,7 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
             print(f"  done {name} (pass {rep + 1}/{args.repeat}): {cpu_load()}", flush=True)
     results = {name: median_run(outcomes) for name, outcomes in passes.items()}
     if not pfl_python:
-        results["(d) pfl, torchrun 1/core"] = {"error": "skipped: no Python with pfl "
+        results[D] = {"error": "skipped: no Python with pfl "
                                                "(--pfl-python or FEDSIM_PFL_PYTHON)"}
     print(f"\nworkload: digits, digits-cnn, {args.clients} clients all training each round, "
           f"5 local steps of batch 16 with replacement, central evaluation only, "
@@ -479,6 +496,7 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
             values = ", ".join(f"failed ({o['error'][:60]})" if "error" in o
                                else f"{o['steady']:.3f}" for o in outcomes)
             print(f"  {name:<34}{values}")
+        print(paired_goals(passes, args.clients))
     print(goals(results, args.clients))
     print(f"after: {cpu_load()}")
 
