@@ -2,8 +2,10 @@
 
 The ServerApp and its strategy call ``send_and_receive`` as on any Flower engine. A phase reads
 as one loop: decide each client's fate for the round, group the messages by actor, dispatch one
-batch per actor (the shared records put once in Ray's object store), gather, check the replies,
-advance the virtual clock and drop stragglers. No polling: the driver blocks in ``ray.wait``.
+batch per actor (the shared records put once in Ray's object store), check each batch's replies
+as it arrives while the other actors still train, advance the virtual clock and drop
+stragglers. No polling: the driver blocks in ``ray.wait``, with no more torch threads than the
+actors leave it (``driver_threads``).
 
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
