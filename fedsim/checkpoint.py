@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,22 +87,24 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         return pickle.load(f)  # noqa: S301 - our own file in the run's results folder
 
 
+def _rewrite_lines(path: Path, select: Callable[[list[str]], list[str]]) -> None:
+    """Replace a text file by ``select`` of its lines, through a temporary file and a rename
+    (nothing to do if it does not exist)."""
+    if not path.exists():
+        return
+    kept = select(path.read_text().splitlines(keepends=True))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
 def drop_rounds_after(jsonl_path: Path, last_round: int) -> None:
     """Remove the lines of a per-round JSONL file whose ``round`` is after ``last_round``."""
-    if not jsonl_path.exists():
-        return
-    kept = [line for line in jsonl_path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("round", 0) <= last_round]
-    tmp = jsonl_path.with_suffix(".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, jsonl_path)
+    _rewrite_lines(jsonl_path, lambda lines: [
+        line for line in lines
+        if line.strip() and json.loads(line).get("round", 0) <= last_round])
 
 
 def truncate_metrics(metrics_path: Path, lines: int) -> None:
     """Keep the first ``lines`` lines of metrics.jsonl (rounds after the checkpoint go)."""
-    if not metrics_path.exists():
-        return
-    kept = metrics_path.read_text().splitlines(keepends=True)[:lines]
-    tmp = metrics_path.with_suffix(".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, metrics_path)
+    _rewrite_lines(metrics_path, lambda all_lines: all_lines[:lines])
