@@ -10,6 +10,9 @@ central evaluation only, 20 rounds. Configurations, each in its own process:
   (a)  plain loop     the same training in one process (fedsim's data, batches and SGD steps)
   (b)  fedsim         ``fedsim run --engine ray``, one actor per core
   (b1) fedsim 1 actor ``fedsim run --engine ray`` with a single actor
+  (bf), (b1f)         the same with ``engine.fold_replies = true``: each actor sums its clients'
+                      replies before they travel, as pfl's workers do (opt-in; equal within
+                      float tolerance, not bit for bit)
   (c)  flower         ``fedsim run --engine flower`` (Flower's simulation through ``flwr run``)
   (d)  pfl            pfl-research, one worker per core via torchrun (needs a Python with
                       ``pfl`` installed: ``--pfl-python``; skipped when there is none)
@@ -19,7 +22,8 @@ including its central evaluation), start-up (launch until the first round starts
 time, and the peak memory of the whole process tree (every process carrying this run's tag:
 driver, Ray, its workers, Flower's SuperLink), as summed RSS (every 0.1 s) and PSS (read at
 new RSS peaks, at most every 2 s: reading it costs the measured engines CPU). Then the serial
-overhead per client call, ((b1) - (a)) per round / clients, and the goals.
+overhead per client call, ((b1) - (a)) per round / clients, and the goals, for fedsim's default
+(one reply per client) and for folded replies.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ checkpoint_every = 0
 PROFILE = """
 [engine]
 num_cpus = {cpus}
+fold_replies = {fold}
 
 [[engine.profiles]]
 name = "cpu"
@@ -178,9 +183,10 @@ def steady(round_seconds: list[float]) -> float:
 
 # ---------------------------------------------------------------------------- configurations
 def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, per_round: int,
-               actors: int) -> dict:
+               actors: int, fold: bool = False) -> dict:
     cpus = os.cpu_count() or 1
-    extra = PROFILE.format(cpus=cpus, actors=actors) if engine == "ray" else ""
+    extra = PROFILE.format(cpus=cpus, actors=actors, fold=str(fold).lower()) \
+        if engine == "ray" else ""
     config = work / f"{name}.toml"
     config.write_text(WORKLOAD.format(clients=clients, rounds=rounds, per_round=per_round,
                                       engine=extra))
@@ -406,14 +412,16 @@ def table(results: dict[str, dict]) -> str:
 
 A, B, B1, C, D = ("(a) plain loop, 1 process", "(b) fedsim, 1 actor per core",
                   "(b1) fedsim, 1 actor", "(c) flower simulation", "(d) pfl, torchrun 1/core")
+BF, B1F = "(bf) fedsim folded, 1 actor per core", "(b1f) fedsim folded, 1 actor"
+VARIANTS = (("one reply per client", B, B1), ("folded replies", BF, B1F))
 
 
-def goals(results: dict[str, dict], clients: int) -> str:
+def goals(results: dict[str, dict], clients: int, b_key: str = B, b1_key: str = B1) -> str:
     def s(key: str) -> float | None:
         r = results.get(key)
         return None if r is None or "error" in r else r["steady"]
 
-    a, b, b1, c, d = (s(k) for k in (A, B, B1, C, D))
+    a, b, b1, c, d = (s(k) for k in (A, b_key, b1_key, C, D))
     out = []
     if a is not None and b1 is not None:
         ms = (b1 - a) / clients * 1000
@@ -425,19 +433,21 @@ def goals(results: dict[str, dict], clients: int) -> str:
         out.append(f"(c)/(b) = {c / b:.2f} (goal >= 3: {'met' if c >= 3 * b else 'NOT met'})")
     if b is not None and d is not None:
         out.append(f"(b)/(d) = {b / d:.2f} (goal <= 1: {'met' if b <= d else 'NOT met'})")
-    rb, rc = results.get(B), results.get(C)
+    rb, rc = results.get(b_key), results.get(C)
     if rb and rc and "error" not in rb and "error" not in rc:
         out.append(f"start-up (b) {rb['startup']:.1f} s vs (c) {rc['startup']:.1f} s (goal: no "
                    f"slower than Flower: {'met' if rb['startup'] <= rc['startup'] else 'NOT met'})")
     return "\n".join(out)
 
 
-def paired_goals(passes: dict[str, list[dict]], clients: int) -> str:
+def paired_goals(passes: dict[str, list[dict]], clients: int, b_key: str = B,
+                 b1_key: str = B1) -> str:
     """The goals' figures pass by pass, with their medians: the configurations of one pass run
     minutes apart, so a slow spell of the machine moves both sides of a ratio together."""
-    figures = [("serial overhead ms", A, B1, lambda a, b1: (b1 - a) / clients * 1000),
-               ("(b)/(a)", A, B, lambda a, b: b / a), ("(c)/(b)", B, C, lambda b, c: c / b),
-               ("(b)/(d)", D, B, lambda d, b: b / d)]
+    figures = [("serial overhead ms", A, b1_key, lambda a, b1: (b1 - a) / clients * 1000),
+               ("(b)/(a)", A, b_key, lambda a, b: b / a),
+               ("(c)/(b)", b_key, C, lambda b, c: c / b),
+               ("(b)/(d)", D, b_key, lambda d, b: b / d)]
     out = []
     for name, first, second, figure in figures:
         pairs = [figure(x["steady"], y["steady"])
@@ -446,7 +456,7 @@ def paired_goals(passes: dict[str, list[dict]], clients: int) -> str:
         if pairs:
             values = ", ".join(f"{v:.2f}" for v in pairs)
             out.append(f"  {name:<20}{values} (median {statistics.median(pairs):.2f})")
-    return "pass by pass:\n" + "\n".join(out) if out else ""
+    return "\n".join(out)
 
 
 def default_pfl_python() -> str | None:
@@ -462,6 +472,10 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
         A: lambda w: run_plain(w, args.rounds, args.clients),
         B: lambda w: run_fedsim(w, "b", "ray", args.rounds, args.clients, args.clients, cores),
         B1: lambda w: run_fedsim(w, "b1", "ray", args.rounds, args.clients, args.clients, 1),
+        BF: lambda w: run_fedsim(w, "bf", "ray", args.rounds, args.clients, args.clients, cores,
+                                 fold=True),
+        B1F: lambda w: run_fedsim(w, "b1f", "ray", args.rounds, args.clients, args.clients, 1,
+                                  fold=True),
         C: lambda w: run_fedsim(
             w, "c", "flower", args.rounds, args.clients, args.clients, cores),
     }
@@ -496,8 +510,13 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
             values = ", ".join(f"failed ({o['error'][:60]})" if "error" in o
                                else f"{o['steady']:.3f}" for o in outcomes)
             print(f"  {name:<34}{values}")
-        print(paired_goals(passes, args.clients))
-    print(goals(results, args.clients))
+        for label, b_key, b1_key in VARIANTS:
+            if b_key in passes or b1_key in passes:
+                figures = paired_goals(passes, args.clients, b_key, b1_key)
+                print(f"pass by pass, {label}:\n{figures}")
+    for label, b_key, b1_key in VARIANTS:
+        if b_key in results or b1_key in results:
+            print(f"goals, {label}:\n{goals(results, args.clients, b_key, b1_key)}")
     print(f"after: {cpu_load()}")
 
 

@@ -48,8 +48,8 @@ class RoundMeter(Protocol):
 
     def downlink(self, messages: list[Message]) -> None: ...
 
-    def uplink(self, replies: list[Message],
-               wire_bytes: list[int | None] | None = None) -> None: ...
+    def uplink(self, replies: list[Message], wire_bytes: list[int | None] | None = None,
+               folded: list[tuple[int, int, int]] = ()) -> None: ...
 
     def end_round(self) -> dict[str, Any]: ...
 
@@ -91,6 +91,24 @@ def _measured_reply_bytes(grid: Grid, replies: list[Message]) -> list[int | None
     (fedsim's Ray actors, in parallel), so the meter need not measure them again."""
     lookup = getattr(grid, "measured_reply_bytes", None)
     return lookup(replies) if lookup else None
+
+
+def _meter_uplink(meter: RoundMeter, grid: Grid, replies: list[Message]) -> None:
+    """Meter the clients' replies: folded ones (``engine.fold_replies``) by the receipts the
+    engine took of each client's own reply, not by the sum that stands for them."""
+    folded = getattr(grid, "fold_counts", {})
+    sent = [r for r in replies if id(r) not in folded] if folded else replies
+    meter.uplink(sent, _measured_reply_bytes(grid, sent), getattr(grid, "fold_receipts", []))
+
+
+def _reply_folding(cfg: ExperimentConfig, grid: Grid) -> bool:
+    """Whether this run folds train replies in the engine (``engine.fold_replies``)."""
+    if not cfg.engine.fold_replies:
+        return False
+    if not hasattr(grid, "fold_train_replies"):
+        log.warning("engine.fold_replies is ignored: only the fedsim Ray engine folds replies")
+        return False
+    return True
 
 
 def _client_traffic(meter: RoundMeter, strategy: Any) -> dict[str, Any]:
@@ -208,6 +226,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             wall_seconds=clock_offset + time.monotonic() - start,
             metrics_lines=done + 1, rng=capture_rng()))
 
+    folding = _reply_folding(cfg, grid)
     stop = StopAtRoundEnd()
     try:
         if ckpt is None:
@@ -217,11 +236,13 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             record: dict[str, Any] = {"round": rnd}
             messages = list(strategy.configure_train(
                 rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))
+            if folding:
+                grid.fold_train_replies(strategy.reply_fold())
             if meter:
                 meter.downlink(messages)
             replies = list(grid.send_and_receive(messages))
             if meter:
-                meter.uplink(replies, _measured_reply_bytes(grid, replies))
+                _meter_uplink(meter, grid, replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is not None:
                 arrays = kind.server_update(new_arrays, rnd)

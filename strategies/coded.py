@@ -18,6 +18,7 @@ The algorithm modules therefore contain only the paper's two halves.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +32,7 @@ from clients.setup import SETUP_KEY, parse_setup
 from fedsim.comm.codec import Codec
 from fedsim.comm.records import array_records, metric_records
 from fedsim.comm.validate import MalformedPayload, check_array, decode_checked
+from fedsim.engine.fold import ReplyFold
 from strategies.server_half import FedsimStrategyMixin
 from strategies.vector import Layout
 
@@ -87,6 +89,12 @@ class ModelRepliesMixin:
 
     def reject_reason(self, msg: Message) -> str | None:
         return model_reply_reject_reason(msg, self.layout)
+
+    def reply_fold(self) -> ReplyFold:
+        """How an engine may sum this round's replies before they arrive: FedAvg's weighted
+        average, after this very reply check (``fedsim.engine.fold``)."""
+        return ReplyFold(self.weighted_by_key,  # type: ignore[attr-defined]
+                         functools.partial(model_reply_reject_reason, layout=self.layout))
 
 
 class CodedStrategy(FedsimStrategyMixin, FedAvg):

@@ -56,4 +56,4 @@ def build_client(params: dict[str, Any]) -> LocalSGD:
 
 
 SPEC = StrategySpec("fedadam", "server-side Adam on the mean client update (Reddi et al. 2021)",
-                    FedAdamParams, build_server, build_client)
+                    FedAdamParams, build_server, build_client, folds_replies=True)

@@ -34,4 +34,4 @@ def build_client(params: dict[str, Any]) -> LocalSGD:
 
 
 SPEC = StrategySpec("fedavg", "federated averaging of local SGD models (McMahan et al. 2017)",
-                    FedAvgParams, build_server, build_client)
+                    FedAvgParams, build_server, build_client, folds_replies=True)

@@ -49,6 +49,7 @@ class StrategySpec:
     build_server: Callable[[Any, Sampling], Strategy]
     build_client: Callable[[dict[str, Any]], ClientAlgorithm]
     check: Callable[[Any], None] = lambda params: None
+    folds_replies: bool = False  # its server step is a weighted average (engine.fold_replies)
 
 
 def flower_sampling_kwargs(sampling: Sampling) -> dict[str, Any]:

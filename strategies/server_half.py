@@ -193,7 +193,8 @@ class FedsimStrategyMixin:
                 kept.append(msg)
         self.round_report[f"{phase}_failures"] = failed
         self.round_report[f"{phase}_rejected"] = rejected
-        self.round_report[f"{phase}_replies"] = len(kept)
+        folded = getattr(getattr(self, "_grid", None), "fold_counts", None) or {}
+        self.round_report[f"{phase}_replies"] = sum(folded.get(id(m), 1) for m in kept)
         return kept
 
     def _problem(self, msg: Message, phase: str, kind: str, reason: str) -> None:

@@ -191,12 +191,15 @@ class CommMeter:
         self._seconds += time.perf_counter() - t0
 
     def uplink(self, replies: Iterable[Message],
-               wire_bytes: Sequence[int | None] | None = None) -> None:
+               wire_bytes: Sequence[int | None] | None = None,
+               folded: Iterable[tuple[int, int, int]] = ()) -> None:
         """Measure replies (``aggregate_train``'s input, error replies included).
 
         ``wire_bytes``: sizes already measured with :func:`message_wire_bytes` where the reply
         was produced (e.g. inside a Ray actor), in the order of ``replies``; ``None`` entries
-        are measured here.
+        are measured here. ``folded``: ``(node_id, wire bytes, payload bytes)`` of replies with
+        content that an engine summed before they reached the server (``engine.fold_replies``);
+        each counts as the message its client sent.
         """
         t0 = time.perf_counter()
         replies = list(replies)
@@ -214,6 +217,11 @@ class CommMeter:
             rec.uplink_bytes += wire
             rec.uplink_payload_bytes += payload
             rec.uplink_error = rec.uplink_error or msg.has_error()
+        for node_id, wire, payload in folded:
+            self._up.append((wire, payload, True))
+            rec = self._client(node_id)
+            rec.uplink_bytes += wire
+            rec.uplink_payload_bytes += payload
         self._seconds += time.perf_counter() - t0
 
     def end_round(self) -> dict[str, Any]:

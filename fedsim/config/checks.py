@@ -33,6 +33,7 @@ def check_consistency(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.local_steps", 0,
                           "local_steps or local_epochs must be at least 1")
     _check_kind(cfg)
+    _check_folding(cfg)
     if task.dataset not in MODEL_DATASETS[task.model]:
         raise ConfigError("task.model", task.model,
                           f"cannot train on {task.dataset!r}; models for {task.dataset!r}: "
@@ -62,6 +63,22 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     if task.partitioner == "pathological" and task.classes_per_client > 10:
         raise ConfigError("task.classes_per_client", task.classes_per_client,
                           "at most 10, the number of classes")
+
+
+def _check_folding(cfg: ExperimentConfig) -> None:
+    if not cfg.engine.fold_replies:
+        return
+    from strategies.registry import get_strategy, strategy_names
+
+    if not get_strategy(cfg.strategy_name).folds_replies:
+        folding = [n for n in strategy_names() if get_strategy(n).folds_replies]
+        raise ConfigError("engine.fold_replies", True,
+                          f"false for strategy {cfg.strategy_name!r}: only strategies whose "
+                          f"server step is a weighted average can fold ({', '.join(folding)})")
+    if cfg.engine.deadline_s > 0:
+        raise ConfigError("engine.fold_replies", True,
+                          f"false with engine.deadline_s = {cfg.engine.deadline_s:g}: a folded "
+                          "reply cannot drop its stragglers afterwards")
 
 
 def _check_kind(cfg: ExperimentConfig) -> None:

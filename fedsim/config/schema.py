@@ -202,6 +202,9 @@ class EngineConfig:
                                      "the actors (0: no limit); clients still running then "
                                      "fail, counted in train_failures and timed_out_clients, "
                                      "and their actor is replaced", low=0.0)
+    fold_replies: bool = setting(False, "each actor sums its clients' train replies before they "
+                                 "travel, as pfl-research does (strategies fedavg and fedadam;"
+                                 " equal to unfolded results within float tolerance)")
     profiles: list = setting([], "device profiles, as [[engine.profiles]] tables (none: one "
                              "homogeneous profile with 1 CPU per actor)")
 

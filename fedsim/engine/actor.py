@@ -7,6 +7,8 @@ One call carries a whole batch: the records shared by several messages (the glob
 once, and each message gets a private shallow copy of them before the ClientApp runs, because
 ClientApps may consume their input (``to_torch_state_dict(keep_input=False)``); a ClientApp
 that sets ``fedsim_keeps_inputs = True`` (fedsim's own) only reads them and skips the copy.
+With a :class:`~fedsim.engine.fold.ReplyFold` the batch's clean train replies are summed into
+one reply before they leave the actor (``engine.fold_replies``).
 
 This module is imported inside Ray workers; it keeps no module-level mutable state (Ray pickles
 actor classes by value, so such state would be a copy; reference/grid-on-ray.md §5).
@@ -25,7 +27,9 @@ from flwr.app import ArrayRecord, Context, Message, Metadata, RecordDict
 from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 
+from fedsim.comm.meter import message_payload_bytes
 from fedsim.engine.base import error_reply, set_client_identity
+from fedsim.engine.fold import FoldSum, ReplyFold
 from fedsim.engine.wire import message_bytes
 
 KEEPS_INPUTS = "fedsim_keeps_inputs"
@@ -34,8 +38,9 @@ KEEPS_INPUTS = "fedsim_keeps_inputs"
 # One item of a batch: the instruction's metadata and, per content key, the key of its record
 # in the batch's shared record table.
 BatchItem = tuple[Metadata, dict[str, int]]
-# What comes back per item: the reply, its compute seconds and its serialized bytes.
-Outcome = tuple[Message, float, int]
+# What comes back per item: the reply (None: folded), its compute seconds, its serialized bytes
+# and, for a folded reply, its payload bytes (the meter's figures for a reply it never sees).
+Outcome = tuple[Message | None, float, int, int]
 
 
 def load_app(ref: str) -> Any:
@@ -90,11 +95,23 @@ class ClientActor:
                 "resources": rc.get_assigned_resources(), "nodes": sorted(self.contexts),
                 "served": dict(self.served)}
 
-    def handle(self, shared: dict[int, Any], items: list[BatchItem]) -> list[Outcome]:
-        """Run the ClientApp on each message of the batch, in order."""
-        return [self._one(shared, metadata, keys) for metadata, keys in items]
+    def handle(self, shared: dict[int, Any], items: list[BatchItem],
+               fold: ReplyFold | None = None) -> tuple[list[Outcome], Message | None]:
+        """Run the ClientApp on each message of the batch, in order; with ``fold``, also the
+        reply that sums the clean train replies (which then come back as None)."""
+        folded = FoldSum(fold) if fold is not None else None
+        outcomes = []
+        for metadata, keys in items:
+            msg, reply, seconds = self._one(shared, metadata, keys)
+            size = message_bytes(reply)
+            if folded is not None and folded.add(msg, reply):
+                outcomes.append((None, seconds, size, message_payload_bytes(reply)))
+            else:
+                outcomes.append((reply, seconds, size, 0))
+        return outcomes, folded.reply() if folded is not None else None
 
-    def _one(self, shared: dict[int, Any], metadata: Metadata, keys: dict[str, int]) -> Outcome:
+    def _one(self, shared: dict[int, Any], metadata: Metadata,
+             keys: dict[str, int]) -> tuple[Message, Message, float]:
         content = RecordDict({name: self.copy(shared[key]) for name, key in keys.items()})
         msg = make_message(metadata=metadata, content=content)
         node_id = metadata.dst_node_id
@@ -107,4 +124,4 @@ class ClientActor:
             reply = error_reply(msg, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
         seconds = self.timer() - start
         self.served[node_id] = self.served.get(node_id, 0) + 1
-        return reply, seconds, message_bytes(reply)
+        return msg, reply, seconds

@@ -9,6 +9,11 @@ actors leave it (``driver_threads``).
 
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
+
+With ``fold_train_replies`` (``engine.fold_replies``) each actor sums its clients' clean train
+replies into one (``fedsim.engine.fold``): the phase returns one reply per actor in place of
+its folded clients, ``fold_counts`` says how many clients each stands for and
+``fold_receipts`` what each folded client's reply measured, for the meter.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from fedsim.comm.tree_size import content_tree_bytes
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
+from fedsim.engine.fold import FoldReceipt, ReplyFold
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
 from fedsim.engine.wire import drop_record_chunks, message_bytes
@@ -68,6 +74,11 @@ class Delivery:
     reply: Message | None = None
     compute_s: float = 0.0
     up_bytes: int = 0
+    folded: bool = False  # its reply was summed into its actor's folded reply
+
+    @property
+    def back(self) -> bool:
+        return self.reply is not None or self.folded
 
 
 def _server_round(msg: Message, fallback: int) -> int:
@@ -104,15 +115,28 @@ class RayGrid(VirtualGrid):
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
         self._reply_bytes: dict[str, int] = {}  # reply id -> bytes measured in the actor
+        self._fold: ReplyFold | None = None
+        self.fold_counts: dict[int, int] = {}  # id(folded reply) -> clients it stands for
+        self.fold_receipts: list[FoldReceipt] = []  # each folded client's reply, measured
+        self._folded_this_round = 0
 
     def _fresh_context(self, node_id: int):
         return node_context(self._run.run_id, node_id, self.partition_of[node_id],
                             len(self.node_ids), self.run_config)
 
+    def fold_train_replies(self, fold: ReplyFold | None) -> None:
+        """Fold the train replies of each actor's batch from the next phase on (None: stop)."""
+        if fold is not None and self.clock.deadline_s > 0:
+            raise ValueError("reply folding needs no deadline: a folded reply cannot drop "
+                             "its stragglers afterwards (engine.deadline_s = 0)")
+        self._fold = fold
+
     # -- Grid ABC -------------------------------------------------------------------------
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         self._phases += 1
         self._reply_bytes = {}
+        self.fold_counts, self.fold_receipts = {}, []
+        folding = False
         batches: dict[ActorKey, list[str]] = {}
         shared: dict[int, Any] = {}
         ids = []
@@ -121,6 +145,7 @@ class RayGrid(VirtualGrid):
             ids.append(msg_id)
             content = msg.content
             kind = msg.metadata.message_type.split(".")[0]
+            folding = folding or (kind == "train" and self._fold is not None)
             delivery = Delivery(msg, kind in TIMED_TYPES, 0)
             self._deliveries[msg_id] = delivery
             node = msg.metadata.dst_node_id
@@ -144,7 +169,8 @@ class RayGrid(VirtualGrid):
                 items = [(self._deliveries[i].ins.metadata,
                           {name: id(rec) for name, rec in self._deliveries[i].ins.content.items()})
                          for i in batch]
-                ref = self.pools.actor(key).handle.remote(table, items)
+                ref = self.pools.actor(key).handle.remote(table, items,
+                                                          self._fold if folding else None)
                 self._inflight[ref] = (key, batch)
         sizes: dict[int, int] = {}  # one content size per shared content object
         for msg_id in ids:  # the clock's download sizes, while the actors already train
@@ -190,7 +216,7 @@ class RayGrid(VirtualGrid):
         for ref in refs:
             key, batch = self._inflight.pop(ref)
             try:
-                outcomes = ray.get(ref)
+                outcomes, folded = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
                 self._fail(batch, "crashed", ErrorCode.CLIENT_APP_CRASHED,
                            f"the actor running this client died: {exc}")
@@ -201,13 +227,26 @@ class RayGrid(VirtualGrid):
                 self._fail(batch, "crashed", ErrorCode.UNKNOWN, traceback.format_exc(limit=4)
                            or str(exc))
                 continue
-            for msg_id, (reply, compute_s, up_bytes) in zip(batch, outcomes, strict=True):
+            carrier = None  # the first folded client's delivery carries the folded reply
+            for msg_id, (reply, compute_s, up_bytes, payload) in zip(batch, outcomes,
+                                                                    strict=True):
                 d = self._deliveries[msg_id]
+                d.compute_s = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
+                d.up_bytes = up_bytes
+                if reply is None:
+                    d.folded = True
+                    carrier = carrier or d
+                    self.fold_receipts.append(
+                        FoldReceipt(d.ins.metadata.dst_node_id, up_bytes, payload))
+                    continue
                 d.reply = self.receive(d.ins, reply)
                 if d.reply is reply:  # accepted as sent: the actor measured this very message
                     self._reply_bytes[reply.metadata.message_id] = up_bytes
-                d.compute_s = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
-                d.up_bytes = up_bytes
+            if carrier is not None and folded is not None:
+                carrier.reply = self.receive(carrier.ins, folded)
+                count = sum(1 for o in outcomes if o[0] is None)
+                self.fold_counts[id(carrier.reply)] = count
+                self._folded_this_round += count
 
     def _fail(self, batch: list[str], fate: str, code: int, reason: str) -> None:
         for msg_id in batch:
@@ -218,10 +257,10 @@ class RayGrid(VirtualGrid):
     def _release(self, ids: list[str]) -> list[Message]:
         """Replies of ``ids`` that are back, in instruction order, stragglers dropped."""
         back = [self._deliveries.pop(i) for i in ids
-                if i in self._deliveries and self._deliveries[i].reply is not None]
+                if i in self._deliveries and self._deliveries[i].back]
         timed = [d for d in back if d.timed and d.fate is None]
         if not any(d.timed for d in back):
-            return [d.reply for d in back]  # type: ignore[misc]
+            return [d.reply for d in back if d.reply is not None]
         fates: dict[str, int] = {}
         for d in back:
             if d.fate:
@@ -230,7 +269,7 @@ class RayGrid(VirtualGrid):
                                 d.down_bytes, d.compute_s, d.up_bytes) for d in timed]
         on_time = self.clock.phase(times, fates)
         late = {id(d) for d, ok in zip(timed, on_time, strict=True) if not ok}
-        return [d.reply for d in back if id(d) not in late]  # type: ignore[misc]
+        return [d.reply for d in back if id(d) not in late and d.reply is not None]
 
     # -- what the round loop and the tests read -------------------------------------------
     def measured_reply_bytes(self, replies: list[Message]) -> list[int | None]:
@@ -239,8 +278,13 @@ class RayGrid(VirtualGrid):
         return [self._reply_bytes.get(r.metadata.message_id) for r in replies]
 
     def end_round(self) -> dict[str, Any]:
-        """Simulated time and device events of the round just finished (metrics.jsonl)."""
-        return self.clock.end_round()
+        """Simulated time and device events of the round just finished (metrics.jsonl), and
+        with ``fold_train_replies`` the clients whose replies were folded (``folded_replies``)."""
+        report = self.clock.end_round()
+        if self._fold is not None:
+            report["folded_replies"] = self._folded_this_round
+        self._folded_this_round = 0
+        return report
 
     def export_client_states(self) -> dict[int, Any]:
         """Each node's persistent ``Context.state``, by partition id (for checkpoints)."""
