@@ -325,8 +325,8 @@ FederatedAveraging().run(
                                        train_cohort_size=clients, val_cohort_size=0),
     backend=SimulatedBackend(training_data=federated, val_data=None),
     model=model,
-    model_train_params=NNTrainHyperParams(local_num_epochs=5, local_learning_rate=0.05,
-                                          local_batch_size=16),
+    model_train_params=NNTrainHyperParams(local_num_epochs=1, local_learning_rate=0.05,
+                                          local_batch_size=16),  # 80 rows: 5 steps of 16
     model_eval_params=eval_params,
     callbacks=[CentralEvaluationCallback(central, eval_params, frequency=1), clock])
 if int(os.environ.get("RANK", "0")) == 0:
@@ -356,8 +356,17 @@ def run_plain(work: Path, rounds: int, clients: int) -> dict:
                       work / "none.json", {})
 
 
+LOCAL_STEPS, BATCH = 5, 16
+
+
 def export_data(work: Path, clients: int) -> Path:
-    """fedsim's partitions and initial model, for pfl (which cannot import flwr)."""
+    """fedsim's partitions and initial model, for pfl (which cannot import flwr).
+
+    pfl's local loop walks a user's dataset in epochs, so each user gets ``LOCAL_STEPS * BATCH``
+    rows drawn with replacement from its partition and trains one epoch on them: 5 steps of
+    exactly 16 rows, fedsim's workload. (Five epochs over a 14-row partition would be 5 steps of
+    14 rows, about a tenth less compute than the other configurations do.)
+    """
     import numpy as np
 
     from fedsim.config import config_from_dict
@@ -370,7 +379,9 @@ def export_data(work: Path, clients: int) -> Path:
     arrays = {"clients": np.array(clients)}
     for pid in range(clients):
         part = client_split(cfg.task, cfg.seed, pid)[0]
-        arrays[f"x{pid}"], arrays[f"y{pid}"] = part.x, part.y
+        rows = np.random.default_rng([cfg.seed, pid]).integers(0, len(part.y),
+                                                               LOCAL_STEPS * BATCH)
+        arrays[f"x{pid}"], arrays[f"y{pid}"] = part.x[rows], part.y[rows]
     test = central_test(cfg.task, cfg.seed)
     arrays["xt"], arrays["yt"] = test.x, test.y
     for i, value in enumerate(initial_arrays(cfg.task, cfg.seed).values()):
