@@ -172,7 +172,9 @@ def launch(cmd: list[str], env_extra: dict[str, str], watch: Path | None,
                               check=False)
         wall = time.time() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}); see {log}")
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{Path(cmd[0]).name} failed ({proc.returncode}): "
+                           + " | ".join(line.strip()[:160] for line in tail))
     return t0, wall, sampler
 
 
@@ -423,7 +425,7 @@ def table(results: dict[str, dict]) -> str:
 
 A, B, B1, C, D = ("(a) plain loop, 1 process", "(b) fedsim, 1 actor per core",
                   "(b1) fedsim, 1 actor", "(c) flower simulation", "(d) pfl, torchrun 1/core")
-BF, B1F = "(bf) fedsim folded, 1 actor per core", "(b1f) fedsim folded, 1 actor"
+BF, B1F = "(bf) fedsim folded, 1 actor/core", "(b1f) fedsim folded, 1 actor"
 VARIANTS = (("one reply per client", B, B1), ("folded replies", BF, B1F))
 
 
@@ -518,9 +520,12 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
     if args.repeat > 1:
         print(f"median of {args.repeat} interleaved passes; steady s/round of every pass:")
         for name, outcomes in passes.items():
-            values = ", ".join(f"failed ({o['error'][:60]})" if "error" in o
-                               else f"{o['steady']:.3f}" for o in outcomes)
+            values = ", ".join("failed" if "error" in o else f"{o['steady']:.3f}"
+                               for o in outcomes)
             print(f"  {name:<34}{values}")
+            for o in outcomes:
+                if "error" in o:
+                    print(f"    failed pass: {o['error'][:400]}")
         for label, b_key, b1_key in VARIANTS:
             if b_key in passes or b1_key in passes:
                 figures = paired_goals(passes, args.clients, b_key, b1_key)
