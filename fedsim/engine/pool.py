@@ -2,8 +2,8 @@
 
 Each profile's actors are created with that profile's Ray resources (``num_cpus``, fractional
 ``num_gpus``), so Ray places them where those resources exist, and a client only ever runs on an
-actor of its own profile. Node ``k`` of a profile (in partition order) lives on actor
-``k mod K`` of that profile's pool: the mapping is fixed because the node's Context lives there.
+actor of its own profile. The node -> actor mapping is fixed because the node's Context lives
+there (:func:`place_nodes`: round-robin, or by each client's local work when it differs).
 A dead actor is replaced by a fresh one with the same resources; its nodes start over with fresh
 Contexts (their ``context.state`` was in the dead process).
 """
@@ -58,12 +58,39 @@ def pool_sizes(profiles: list[DeviceProfile], clients: list[int],
     return sizes
 
 
+def place_nodes(node_profile: dict[int, int], sizes: list[int],
+                node_work: dict[int, float] | None = None) -> dict[int, ActorKey]:
+    """The static node -> (profile, actor slot) placement.
+
+    Without work estimates, node ``k`` of a profile (in partition order) goes to actor
+    ``k mod K``. With them (clients whose local steps differ: ``local_epochs`` on partitions of
+    unequal size), the heaviest node goes first onto the least-loaded actor of its profile
+    (longest processing time first, Graham 1969: within 4/3 of the best makespan), so the
+    actors of a profile finish a full round together. Ties keep partition order.
+    """
+    placement: dict[int, ActorKey] = {}
+    if node_work is None:
+        rank = [0] * len(sizes)
+        for node_id, p in node_profile.items():  # in partition order
+            placement[node_id] = (p, rank[p] % sizes[p])
+            rank[p] += 1
+        return placement
+    loads = [[0.0] * k for k in sizes]
+    order = sorted(enumerate(node_profile), key=lambda item: (-node_work[item[1]], item[0]))
+    for _, node_id in order:
+        p = node_profile[node_id]
+        slot = min(range(sizes[p]), key=lambda s: (loads[p][s], s))
+        loads[p][slot] += node_work[node_id]
+        placement[node_id] = (p, slot)
+    return {n: placement[n] for n in node_profile}
+
+
 class ActorPools:
     """The actors of every profile and the nodes each one holds."""
 
     def __init__(self, profiles: list[DeviceProfile], node_profile: dict[int, int],
                  make_context: Callable[[int], Context], client_app_ref: str,
-                 timer: str) -> None:
+                 timer: str, node_work: dict[int, float] | None = None) -> None:
         self.profiles = profiles
         self.make_context = make_context
         self.client_app_ref = client_app_ref
@@ -72,12 +99,7 @@ class ActorPools:
         for p in node_profile.values():
             counts[p] += 1
         self.sizes = pool_sizes(profiles, counts, ray.cluster_resources())
-        self.placement: dict[int, ActorKey] = {}
-        rank = [0] * len(profiles)
-        for node_id in node_profile:  # in partition order
-            p = node_profile[node_id]
-            self.placement[node_id] = (p, rank[p] % self.sizes[p])
-            rank[p] += 1
+        self.placement = place_nodes(node_profile, self.sizes, node_work)
         self.nodes_of: dict[ActorKey, list[int]] = {}
         for node_id, key in self.placement.items():
             self.nodes_of.setdefault(key, []).append(node_id)

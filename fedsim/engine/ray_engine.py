@@ -63,10 +63,13 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     """Run the experiment on the fedsim Ray engine."""
     from fedsim.engine.ray_grid import RayGrid
     from fedsim.server_app import app as server_app
+    from fedsim.tasks.task import local_steps_per_client
 
     run_config = {"config-path": str(config_path)}
     profiles = build_profiles(cfg.engine.profiles)
     owner = assign_profiles(profiles, cfg.task.num_clients, cfg.seed)
+    # clients of unequal local work (local_epochs on unequal partitions) are spread by it
+    work = local_steps_per_client(cfg.task, cfg.train, cfg.seed)
     with ray_session(cfg.engine):
         grid = RayGrid(CLIENT_APP, cfg.task.num_clients, run_config, seed=cfg.seed,
                        profiles=profiles, partition_profile=owner,
@@ -74,7 +77,8 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
                        fixed_compute_s=cfg.engine.fixed_compute_s,
                        phase_timeout_s=cfg.engine.phase_timeout_s,
                        # a cluster's actors hold no core of this machine
-                       actors_share_this_machine=not cfg.engine.ray_address)
+                       actors_share_this_machine=not cfg.engine.ray_address,
+                       partition_work=work)
         try:
             context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                               state=RecordDict(), run_config=run_config)

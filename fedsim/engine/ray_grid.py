@@ -95,7 +95,8 @@ class RayGrid(VirtualGrid):
                  profiles: list[DeviceProfile] | None = None,
                  partition_profile: list[int] | None = None, deadline_s: float = 0.0,
                  compute_timer: str = "cpu", fixed_compute_s: float = 1.0,
-                 phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False) -> None:
+                 phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False,
+                 partition_work: list[int] | None = None) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
@@ -103,9 +104,11 @@ class RayGrid(VirtualGrid):
         self.node_profile = {n: owner[i] for i, n in enumerate(self.node_ids)}
         self.fixed_compute_s = fixed_compute_s if compute_timer == "fixed" else None
         self.clock = VirtualClock(deadline_s)
+        work = {n: float(partition_work[i]) for i, n in enumerate(self.node_ids)} \
+            if partition_work is not None else None
         self.pools = ActorPools(self.profiles, self.node_profile, self._fresh_context,
                                 client_app_ref, "cpu" if compute_timer == "fixed" else
-                                compute_timer)
+                                compute_timer, node_work=work)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
         # torch threads of the driver while the actors train: the cores they leave here

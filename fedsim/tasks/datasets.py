@@ -57,6 +57,10 @@ class DataSource(ABC):
     def central_test(self) -> ArrayDataset:
         """The held-out test set for central evaluation."""
 
+    @abstractmethod
+    def partition_size(self, partition_id: int) -> int:
+        """Examples in one client's whole partition, without loading them."""
+
 
 @functools.lru_cache(maxsize=1)
 def _digits() -> ArrayDataset:
@@ -89,6 +93,9 @@ class DigitsSource(DataSource):
 
     def client_data(self, partition_id: int) -> ArrayDataset:
         return self.pool.subset(self.partitions[partition_id])
+
+    def partition_size(self, partition_id: int) -> int:
+        return len(self.partitions[partition_id])
 
     def central_test(self) -> ArrayDataset:
         return self.test
@@ -123,6 +130,9 @@ class HubSource(DataSource):
 
     def client_data(self, partition_id: int) -> ArrayDataset:
         return self._to_arrays(self.fds.load_partition(partition_id, "train"))
+
+    def partition_size(self, partition_id: int) -> int:
+        return len(self.fds.load_partition(partition_id, "train"))  # rows, not decoded
 
     def central_test(self) -> ArrayDataset:
         if self.info.has_test_split:

@@ -7,11 +7,11 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from fedsim.config.schema import TaskConfig
+from fedsim.config.schema import TaskConfig, TrainConfig
 from fedsim.tasks.arrays import ArrayDataset
 from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES, data_source
 from fedsim.tasks.models import build_model
-from fedsim.tasks.training import Augment, random_crop_flip
+from fedsim.tasks.training import Augment, num_local_steps, random_crop_flip
 
 
 def new_model(task: TaskConfig) -> nn.Module:
@@ -49,6 +49,20 @@ def partition_label_counts(task: TaskConfig, seed: int) -> np.ndarray:
     for pid in range(task.num_clients):
         counts[pid] = np.bincount(source.client_data(pid).y, minlength=counts.shape[1])
     return counts
+
+
+def local_steps_per_client(task: TaskConfig, train: TrainConfig, seed: int) -> list[int] | None:
+    """Each client's local steps per round (``num_local_steps`` on its training split), or None
+    when every client takes the same ``train.local_steps``."""
+    if train.local_steps > 0:
+        return None
+    source = data_source(task, seed)
+    steps = []
+    for pid in range(task.num_clients):
+        n = source.partition_size(pid)
+        n_train = n - min(int(round(n * task.local_test_fraction)), max(0, n - 1))
+        steps.append(num_local_steps(n_train, train.batch_size, 0, train.local_epochs))
+    return steps
 
 
 def preflight(task: TaskConfig, seed: int) -> None:
