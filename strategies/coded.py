@@ -24,71 +24,27 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from clients.setup import SETUP_KEY, parse_setup
 from fedsim.comm.codec import Codec
 from fedsim.comm.records import array_records, metric_records
-from fedsim.comm.validate import MalformedPayload, check_array, decode_checked
+from fedsim.comm.validate import MalformedPayload, decode_checked
 from fedsim.engine.fold import ReplyFold
+from strategies.reply_checks import is_train_reply, metrics_reject_reason, model_reply_reject_reason
 from strategies.server_half import FedsimStrategyMixin
 from strategies.vector import Layout
 
-WEIGHT_KEY = "num-examples"
-
-
-def metrics_reject_reason(msg: Message, weight_key: str = WEIGHT_KEY) -> str | None:
-    """A reply must carry exactly one MetricRecord with a positive finite weight."""
-    records = metric_records(msg.content)
-    if len(records) != 1:
-        return f"expected one MetricRecord, got {len(records)}"
-    weight = next(iter(records.values())).get(weight_key)
-    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
-        return f"metric {weight_key!r} missing or not a positive number ({weight!r})"
-    return None
-
-
-def is_train_reply(msg: Message) -> bool:
-    return str(msg.metadata.message_type).startswith(MessageType.TRAIN)
-
-
-def model_reply_reject_reason(msg: Message, layout: Layout | None, key: str = "arrays") -> \
-        str | None:
-    """For replies that carry a whole fp32 model (FedAvg, FedAdam): one ArrayRecord with the
-    global model's keys, shapes and dtypes, all finite (evaluate replies: metrics only)."""
-    if (reason := metrics_reject_reason(msg)) is not None or not is_train_reply(msg):
-        return reason
-    records = array_records(msg.content)
-    if list(records) != [key]:
-        return f"expected one ArrayRecord {key!r}, got {sorted(records)}"
-    if layout is None:
-        return None
-    rec = records[key]
-    if list(rec.keys()) != list(layout.keys):
-        return f"array keys {list(rec.keys())} differ from the model's {list(layout.keys)}"
-    try:
-        for name, shape, dtype in zip(layout.keys, layout.shapes, layout.dtypes, strict=True):
-            check_array(f"{key}.{name}", rec[name], dtype=dtype, shape=shape)
-    except MalformedPayload as err:
-        return str(err)
-    return None
-
 
 class ModelRepliesMixin:
-    """Screening of fp32 model replies for Flower's own averaging strategies."""
+    """For Flower's own averaging strategies, whose replies are whole fp32 models that
+    ``FedsimStrategyMixin.reject_reason`` already screened: Flower's second consistency pass
+    is skipped, and an engine may fold the replies (``engine.fold_replies``)."""
 
     layout: Layout | None = None
     replies_screened = True  # what Flower's consistency check tests, reject_reason did
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        self.layout = Layout.of(arrays)
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
-
-    def reject_reason(self, msg: Message) -> str | None:
-        return model_reply_reject_reason(msg, self.layout)
 
     def reply_fold(self) -> ReplyFold:
         """How an engine may sum this round's replies before they arrive: FedAvg's weighted

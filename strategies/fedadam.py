@@ -6,11 +6,9 @@ x <- x + eta * m / (sqrt(v) + tau) (Flower's ``FedAdam``, with its bias correcti
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAdam
 
 from fedsim.config.fields import setting
@@ -25,15 +23,8 @@ class FedAdamStrategy(ModelRepliesMixin, FedsimStrategyMixin, FedAdam):
     (a reply must be an fp32 model with the global model's keys, shapes and finite values).
 
     Flower's FedAdam returns float64 arrays (its moments are float64), which would double the
-    downlink; the new model goes back to the model's own dtypes (float32).
+    downlink; the mixin casts the new model back to the model's own dtypes (float32).
     """
-
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
-            ArrayRecord | None, MetricRecord | None]:
-        arrays, metrics = super().aggregate_train(server_round, replies)
-        if arrays is not None and self.layout is not None:
-            arrays = self.layout.unflatten(self.layout.flatten(arrays))
-        return arrays, metrics
 
 
 @dataclass

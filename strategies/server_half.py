@@ -29,63 +29,28 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 
 from fedsim.comm.npy import view
-from fedsim.comm.records import array_records, metric_records
+from strategies.reply_checks import evaluate_reject_reason, model_reply_reject_reason
+from strategies.vector import Layout
 
 log = logging.getLogger("fedsim")
 
 
-def metrics_reply_problem(msg: Message) -> str | None:
-    """A reply must hold exactly one MetricRecord ``metrics`` with a scalar ``num-examples``."""
-    content = msg.content
-    metrics = metric_records(content)
-    if len(metrics) != 1 or "metrics" not in metrics:
-        return "expected exactly one MetricRecord 'metrics'"
-    n = content["metrics"].get("num-examples")
-    if not isinstance(n, (int, float)) or isinstance(n, bool) or n < 0:
-        return f"metrics.num-examples = {n!r} is not a non-negative number"
-    return None
-
-
-def model_reply_problem(msg: Message, expected: dict[str, tuple[tuple[int, ...], str]]) -> (
-        str | None):
-    """What is wrong with a reply that should carry a full model (None: nothing)."""
-    content = msg.content
-    records = array_records(content)
-    if len(records) != 1 or "arrays" not in records:
-        return "expected exactly one ArrayRecord 'arrays'"
-    if (problem := metrics_reply_problem(msg)) is not None:
-        return problem
-    arrays = content["arrays"]
-    if expected and set(arrays.keys()) != set(expected):
-        return f"array keys {sorted(arrays.keys())} differ from the model's"
-    for key, array in arrays.items():
-        if key in expected and (tuple(array.shape), array.dtype) != expected[key]:
-            return (f"array {key!r} is {array.dtype}{list(array.shape)}, expected "
-                    f"{expected[key][1]}{list(expected[key][0])}")
-        try:
-            values = view(array)
-        except Exception as err:  # noqa: BLE001 - any undecodable payload is malformed
-            return f"array {key!r} cannot be decoded ({err})"
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            return f"array {key!r} holds NaN or Inf"
-    return None
-
-
-def keep_model_dtypes(arrays: ArrayRecord | None,
-                      expected: dict[str, tuple[tuple[int, ...], str]]) -> ArrayRecord | None:
+def keep_model_dtypes(arrays: ArrayRecord | None, layout: Layout | None) -> ArrayRecord | None:
     """Cast aggregated arrays back to the global model's dtypes.
 
     Flower's FedOpt family computes its step in float64 (numpy promotes), which would silently
     turn a float32 model into float64 after one round and double the downlink.
     """
-    if arrays is None or not expected or all(
-            key not in expected or a.dtype == expected[key][1] for key, a in arrays.items()):
+    if arrays is None or layout is None:
+        return arrays
+    dtypes = dict(zip(layout.keys, layout.dtypes, strict=True))
+    if all(key not in dtypes or view(a).dtype == dtypes[key] for key, a in arrays.items()):
         return arrays
     out = {}
     for key, array in arrays.items():
-        value = array.numpy()
-        if key in expected and str(value.dtype) != expected[key][1]:
-            value = value.astype(expected[key][1])
+        value = view(array)
+        if key in dtypes and value.dtype != dtypes[key]:
+            value = value.astype(dtypes[key])
         out[key] = Array(np.ascontiguousarray(value))
     return ArrayRecord(out)
 
@@ -126,7 +91,7 @@ class FedsimStrategyMixin:
                         grid: Grid) -> Iterable[Message]:
         self._round, self._grid = server_round, grid
         self.round_report, self.reply_problems = {}, []
-        self.expected_arrays = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
+        self.layout = Layout.of(arrays)
         with self._without_missing_nodes(grid, "train"):
             return super().configure_train(  # type: ignore[misc]
                 server_round, arrays, config, grid)
@@ -173,9 +138,10 @@ class FedsimStrategyMixin:
 
         The default suits strategies whose uplink is the whole model: one ArrayRecord
         ``arrays`` with the global model's keys, shapes and dtypes, all finite, and one
-        MetricRecord with a scalar ``num-examples``. Strategies with encoded uplinks override it.
+        MetricRecord with a positive ``num-examples``. Strategies with encoded uplinks override
+        it.
         """
-        return model_reply_problem(msg, getattr(self, "expected_arrays", {}))
+        return model_reply_reject_reason(msg, getattr(self, "layout", None))
 
     def screen_replies(self, replies: Iterable[Message], phase: str) -> list[Message]:
         """Ordered, well-formed replies; failures and rejections are counted per phase."""
@@ -186,7 +152,7 @@ class FedsimStrategyMixin:
                 failed += 1
                 self._problem(msg, phase, "failed", str(msg.error.reason))
             elif (reason := (self.reject_reason(msg) if phase == "train"
-                             else metrics_reply_problem(msg))) is not None:
+                             else evaluate_reject_reason(msg))) is not None:
                 rejected += 1
                 self._problem(msg, phase, "rejected", reason)
             else:
@@ -205,7 +171,7 @@ class FedsimStrategyMixin:
             ArrayRecord | None, MetricRecord | None]:
         kept = self.screen_replies(replies, "train")
         arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
-        return keep_model_dtypes(arrays, getattr(self, "expected_arrays", {})), metrics
+        return keep_model_dtypes(arrays, getattr(self, "layout", None)), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
         kept = self.screen_replies(replies, "evaluate")

@@ -28,8 +28,8 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedsim.config.fields import setting
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
-from strategies.coded import WEIGHT_KEY, is_train_reply, metrics_reject_reason
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.reply_checks import WEIGHT_KEY, is_train_reply, metrics_reject_reason
 from strategies.server_half import FedsimStrategyMixin
 from strategies.vector import Layout, load_vector, model_vector
 

@@ -20,7 +20,7 @@ from fedsim.config.errors import ConfigError
 from fedsim.engine.base import error_reply
 from fedsim.engine.fold import FoldSum, ReplyFold
 from fedsim.results.writer import read_metrics
-from strategies.coded import model_reply_reject_reason
+from strategies.reply_checks import model_reply_reject_reason
 from strategies.vector import Layout
 
 from helpers import run_cli
