@@ -18,6 +18,8 @@ _DATA: dict[tuple, tuple[ArrayDataset, ArrayDataset]] = {}
 _MODELS: dict[TaskKind, nn.Module] = {}
 # the last global-model record decoded: its (name, payload bytes object) pairs and tensors
 _GLOBAL: list = [None, None]
+# the last (model, global tensors) pair found compatible: their tensors, paired for copy_
+_LOADS: list = [None, None, None]
 
 
 def local_data(setup, partition_id: int,
@@ -69,16 +71,23 @@ def load_global_model(model: nn.Module, record: ArrayRecord) -> None:
     The global model is decoded once per batch (:func:`global_tensors`) and, when its names,
     shapes and dtypes are the model's own, copied straight into the model's tensors; torch's
     ``load_state_dict`` walks every module with its hooks (about 75 us for the small CNN).
-    Anything else goes through ``load_state_dict`` and its error messages."""
+    The pairing of the model's tensors with the global ones is kept while the model and the
+    record stay the same (every client half updates the parameters in place). Anything else
+    goes through ``load_state_dict`` and its error messages."""
     tensors = global_tensors(record)
-    own = model.state_dict(keep_vars=True)
-    if own.keys() != tensors.keys() or any(
-            t.shape != own[k].shape or t.dtype != own[k].dtype for k, t in tensors.items()):
-        model.load_state_dict(tensors)
-        return
+    model_seen, tensors_seen, pairs = _LOADS
+    if model_seen is not model or tensors_seen is not tensors:  # a new round or model
+        own = model.state_dict(keep_vars=True)
+        if own.keys() != tensors.keys() or any(
+                t.shape != own[k].shape or t.dtype != own[k].dtype for k, t in tensors.items()):
+            _LOADS[:] = [None, None, None]
+            model.load_state_dict(tensors)
+            return
+        pairs = [(own[key], value) for key, value in tensors.items()]
+        _LOADS[:] = [model, tensors, pairs]
     with torch.no_grad():
-        for key, value in tensors.items():
-            own[key].copy_(value)
+        for target, value in pairs:
+            target.copy_(value)
 
 
 def round_seed(seed: int, partition_id: int, server_round: int, stream: int) -> int:

@@ -42,3 +42,13 @@ def test_a_new_record_is_decoded_again() -> None:
 def test_a_model_that_does_not_fit_gets_torchs_error() -> None:
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_global_model(torch.nn.Linear(4, 3), _record(1, out=5))
+
+
+def test_models_taking_turns_each_get_the_global_model() -> None:
+    """The copy plan cached for one (model, record) pair is never used on another model."""
+    record, first, second = _record(3), torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    for model in (first, second, first):
+        with torch.no_grad():
+            model.weight.zero_()
+        load_global_model(model, record)
+        np.testing.assert_array_equal(model.weight.detach().numpy(), record["weight"].numpy())
