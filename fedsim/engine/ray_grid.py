@@ -141,7 +141,8 @@ class RayGrid(VirtualGrid):
         self.fold_counts, self.fold_receipts = {}, []
         folding = False
         batches: dict[ActorKey, list[str]] = {}
-        shared: dict[int, Any] = {}
+        shared: dict[int, Any] = {}  # id(record) -> record, each shared record once
+        keys_of: dict[int, dict[str, int]] = {}  # id(content) -> {name: id(record)}
         ids = []
         for msg in messages:
             msg_id = self.accept(msg)
@@ -161,8 +162,10 @@ class RayGrid(VirtualGrid):
                 delivery.reply = self.receive(msg, error_reply(
                     msg, ErrorCode.NODE_UNAVAILABLE, f"client {delivery.fate} (device profile)"))
                 continue
-            for record in content.values():
-                shared.setdefault(id(record), record)
+            if id(content) not in keys_of:  # FedAvg: one content object for every message
+                keys_of[id(content)] = {name: id(rec) for name, rec in content.items()}
+                for record in content.values():
+                    shared.setdefault(id(record), record)
             batches.setdefault(self.pools.placement[node], []).append(msg_id)
         if batches:
             for record in shared.values():  # a meter may have left chunk views behind
@@ -170,8 +173,7 @@ class RayGrid(VirtualGrid):
             table = ray.put(shared)
             for key, batch in batches.items():
                 items = [(self._deliveries[i].ins.metadata,
-                          {name: id(rec) for name, rec in self._deliveries[i].ins.content.items()})
-                         for i in batch]
+                          keys_of[id(self._deliveries[i].ins.content)]) for i in batch]
                 ref = self.pools.actor(key).handle.remote(table, items,
                                                           self._fold if folding else None)
                 self._inflight[ref] = (key, batch)
