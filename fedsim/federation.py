@@ -206,6 +206,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     fed_clients = (cfg.eval.federated_clients or n) if cfg.eval.federated_every else 0
     strategy = spec.build_server(params, Sampling(n, cfg.train.clients_per_round, fed_clients))
     strategy.bind_nodes(discover_partitions(grid, n), cfg.seed)
+    strategy.node_wait_s = cfg.train.node_wait_s
 
     kind = task_kind(cfg)
     setup_changes = kind.prepare(run_dir)

@@ -59,7 +59,7 @@ class FedsimStrategyMixin:
     """Deterministic sampling, ordered replies and reply screening for a Flower strategy."""
 
     seed: int = 0
-    node_wait_s: float = 300.0  # how long a round waits for missing nodes
+    node_wait_s: float = 300.0  # how long a round waits for missing nodes (train.node_wait_s)
     node_partitions: dict[int, int]
     round_report: dict[str, float]
     reply_problems: list[dict[str, Any]]  # this round's dropped replies: kind and reason

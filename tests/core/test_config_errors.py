@@ -31,6 +31,7 @@ from fedsim.config import ConfigError, config_from_dict, load_config
         ({"strategy": {"name": "fedadam", "eta": 0}}, "strategy.eta", "> 0"),
         ({"strategy": {"name": "fedavg", "eta": 0.1}}, "strategy.eta", "unknown setting"),
         ({"seed": -3}, "seed", ">= 0"),
+        ({"train": {"node_wait_s": -1}}, "train.node_wait_s", ">= 0"),
         ({"eval": {"target_accuracy": 1.5}}, "eval.target_accuracy", "<= 1.0"),
         ({"task": 5}, "task", "a table"),
     ],
