@@ -75,10 +75,6 @@ def _check_folding(cfg: ExperimentConfig) -> None:
         raise ConfigError("engine.fold_replies", True,
                           f"false for strategy {cfg.strategy_name!r}: only strategies whose "
                           f"server step is a weighted average can fold ({', '.join(folding)})")
-    if cfg.engine.deadline_s > 0:
-        raise ConfigError("engine.fold_replies", True,
-                          f"false with engine.deadline_s = {cfg.engine.deadline_s:g}: a folded "
-                          "reply cannot drop its stragglers afterwards")
 
 
 def _check_kind(cfg: ExperimentConfig) -> None:

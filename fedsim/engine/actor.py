@@ -29,7 +29,7 @@ from flwr.common.constant import ErrorCode
 
 from fedsim.comm.meter import message_payload_bytes
 from fedsim.engine.base import error_reply, set_client_identity
-from fedsim.engine.fold import FoldSum, ReplyFold
+from fedsim.engine.fold import FoldDeadline, FoldSum, ReplyFold
 from fedsim.engine.wire import message_bytes
 
 KEEPS_INPUTS = "fedsim_keeps_inputs"
@@ -96,15 +96,17 @@ class ClientActor:
                 "served": dict(self.served)}
 
     def handle(self, shared: dict[int, Any], items: list[BatchItem],
-               fold: ReplyFold | None = None) -> tuple[list[Outcome], Message | None]:
+               fold: ReplyFold | None = None, deadline: FoldDeadline | None = None) -> tuple[
+            list[Outcome], Message | None]:
         """Run the ClientApp on each message of the batch, in order; with ``fold``, also the
-        reply that sums the clean train replies (which then come back as None)."""
+        reply that sums the clean train replies that are on time (which come back as None)."""
         folded = FoldSum(fold) if fold is not None else None
         outcomes = []
-        for metadata, keys in items:
+        for index, (metadata, keys) in enumerate(items):
             msg, reply, seconds = self._one(shared, metadata, keys)
             size = message_bytes(reply)
-            if folded is not None and folded.add(msg, reply):
+            if folded is not None and not (deadline and deadline.late(index, seconds, size)) \
+                    and folded.add(msg, reply):
                 outcomes.append((None, seconds, size, message_payload_bytes(reply)))
             else:
                 outcomes.append((reply, seconds, size, 0))

@@ -9,7 +9,9 @@ and averages one reply per actor instead of one per client.
 
 What stays per client: the reply checks (a reply that the strategy would reject, or an error,
 is sent back on its own and reported as usual), the byte meter (each folded client's reply is
-measured in the actor, :class:`FoldReceipt`) and the virtual clock. What changes: the partial
+measured in the actor, :class:`FoldReceipt`) and the virtual clock (with a deadline, a reply
+that arrives too late in simulated time is sent back on its own, :class:`FoldDeadline`, and
+the driver's clock drops it as it drops every straggler). What changes: the partial
 sums are float64, so the result equals the unfolded one within float tolerance, not bit for
 bit, and it depends on how clients are grouped into actors (the same seed and number of
 actors give the same bits, whatever order the actors finish in).
@@ -26,6 +28,8 @@ from flwr.app import Message, MetricRecord, RecordDict
 
 from fedsim.comm.npy import record_from_numpy, view
 from fedsim.comm.records import array_records, metric_records
+from fedsim.config.schema import DeviceProfile
+from fedsim.engine.clock import client_seconds
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,24 @@ class ReplyFold:
 
     weight_key: str
     reject_reason: Callable[[Message], str | None]
+
+
+@dataclass(frozen=True)
+class FoldDeadline:
+    """What an actor needs to keep a straggler's reply out of the sum: the inputs of the
+    driver's own ``client_seconds`` (the batch's device profile, each item's downlink bytes,
+    the clock's fixed compute seconds or None for measured ones) and the phase deadline."""
+
+    profile: DeviceProfile
+    deadline_s: float
+    fixed_compute_s: float | None
+    down_bytes: list[int]
+
+    def late(self, item: int, compute_s: float, up_bytes: int) -> bool:
+        """Whether the clock will drop item ``item``'s reply (the driver's very test)."""
+        compute = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
+        return client_seconds(self.profile, self.down_bytes[item], compute, up_bytes) \
+            > self.deadline_s
 
 
 class FoldReceipt(NamedTuple):

@@ -34,7 +34,7 @@ from fedsim.comm.tree_size import content_tree_bytes
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
-from fedsim.engine.fold import FoldReceipt, ReplyFold
+from fedsim.engine.fold import FoldDeadline, FoldReceipt, ReplyFold
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
 from fedsim.engine.wire import drop_record_chunks, message_bytes
@@ -129,9 +129,6 @@ class RayGrid(VirtualGrid):
 
     def fold_train_replies(self, fold: ReplyFold | None) -> None:
         """Fold the train replies of each actor's batch from the next phase on (None: stop)."""
-        if fold is not None and self.clock.deadline_s > 0:
-            raise ValueError("reply folding needs no deadline: a folded reply cannot drop "
-                             "its stragglers afterwards (engine.deadline_s = 0)")
         self._fold = fold
 
     # -- Grid ABC -------------------------------------------------------------------------
@@ -167,6 +164,10 @@ class RayGrid(VirtualGrid):
                 for record in content.values():
                     shared.setdefault(id(record), record)
             batches.setdefault(self.pools.placement[node], []).append(msg_id)
+        # with a deadline, folding actors need the download sizes; else they wait till after
+        deadline = folding and self.clock.deadline_s > 0
+        if deadline:
+            self._size_downlinks(ids)
         if batches:
             for record in shared.values():  # a meter may have left chunk views behind
                 drop_record_chunks(record)
@@ -174,17 +175,26 @@ class RayGrid(VirtualGrid):
             for key, batch in batches.items():
                 items = [(self._deliveries[i].ins.metadata,
                           keys_of[id(self._deliveries[i].ins.content)]) for i in batch]
-                ref = self.pools.actor(key).handle.remote(table, items,
-                                                          self._fold if folding else None)
+                late = FoldDeadline(self.profiles[key[0]], self.clock.deadline_s,
+                                    self.fixed_compute_s,
+                                    [self._deliveries[i].down_bytes for i in batch]) \
+                    if deadline else None
+                ref = self.pools.actor(key).handle.remote(
+                    table, items, self._fold if folding else None, late)
                 self._inflight[ref] = (key, batch)
-        sizes: dict[int, int] = {}  # one content size per shared content object
-        for msg_id in ids:  # the clock's download sizes, while the actors already train
+        if not deadline:  # the clock's download sizes, while the actors already train
+            self._size_downlinks(ids)
+        return ids
+
+    def _size_downlinks(self, ids: list[str]) -> None:
+        """Each instruction's serialized size (one tree walk per shared content object)."""
+        sizes: dict[int, int] = {}
+        for msg_id in ids:
             delivery = self._deliveries[msg_id]
             content = delivery.ins.content
             if id(content) not in sizes:
                 sizes[id(content)] = content_tree_bytes(content)
             delivery.down_bytes = message_bytes(delivery.ins, sizes[id(content)])
-        return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         ids = list(message_ids)
