@@ -43,7 +43,6 @@ class ModelRepliesMixin:
     ``FedsimStrategyMixin.reject_reason`` already screened: Flower's second consistency pass
     is skipped, and an engine may fold the replies (``engine.fold_replies``)."""
 
-    layout: Layout | None = None
     replies_screened = True  # what Flower's consistency check tests, reject_reason did
 
     def reply_fold(self) -> ReplyFold:

@@ -59,6 +59,7 @@ class FedsimStrategyMixin:
     """Deterministic sampling, ordered replies and reply screening for a Flower strategy."""
 
     seed: int = 0
+    layout: Layout | None = None  # the global model's keys, shapes, dtypes (configure_train)
     node_wait_s: float = 300.0  # how long a round waits for missing nodes (train.node_wait_s)
     node_partitions: dict[int, int]
     round_report: dict[str, float]
@@ -141,7 +142,7 @@ class FedsimStrategyMixin:
         MetricRecord with a positive ``num-examples``. Strategies with encoded uplinks override
         it.
         """
-        return model_reply_reject_reason(msg, getattr(self, "layout", None))
+        return model_reply_reject_reason(msg, self.layout)
 
     def screen_replies(self, replies: Iterable[Message], phase: str) -> list[Message]:
         """Ordered, well-formed replies; failures and rejections are counted per phase."""
@@ -171,7 +172,7 @@ class FedsimStrategyMixin:
             ArrayRecord | None, MetricRecord | None]:
         kept = self.screen_replies(replies, "train")
         arrays, metrics = super().aggregate_train(server_round, kept)  # type: ignore[misc]
-        return keep_model_dtypes(arrays, getattr(self, "layout", None)), metrics
+        return keep_model_dtypes(arrays, self.layout), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
         kept = self.screen_replies(replies, "evaluate")

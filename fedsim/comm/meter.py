@@ -212,17 +212,19 @@ class CommMeter:
             else:
                 wire = int(known) if known is not None else message_wire_bytes(msg)
                 payload = message_payload_bytes(msg)
-            self._up.append((wire, payload, msg.has_content()))
-            rec = self._client(msg.metadata.src_node_id)
-            rec.uplink_bytes += wire
-            rec.uplink_payload_bytes += payload
-            rec.uplink_error = rec.uplink_error or msg.has_error()
+            self._count_up(msg.metadata.src_node_id, wire, payload, msg.has_content(),
+                           msg.has_error())
         for node_id, wire, payload in folded:
-            self._up.append((wire, payload, True))
-            rec = self._client(node_id)
-            rec.uplink_bytes += wire
-            rec.uplink_payload_bytes += payload
+            self._count_up(node_id, wire, payload, True, False)
         self._seconds += time.perf_counter() - t0
+
+    def _count_up(self, node_id: int, wire: int, payload: int, has_content: bool,
+                  error: bool) -> None:
+        self._up.append((wire, payload, has_content))
+        rec = self._client(node_id)
+        rec.uplink_bytes += wire
+        rec.uplink_payload_bytes += payload
+        rec.uplink_error = rec.uplink_error or error
 
     def end_round(self) -> dict[str, Any]:
         """The round's metrics (keys in the module docstring); resets the per-round state."""

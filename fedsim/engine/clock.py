@@ -27,6 +27,11 @@ def client_seconds(profile: DeviceProfile, down_bytes: int, compute_s: float,
             + transfer_seconds(up_bytes, profile.uplink_mbps) + profile.latency_ms / 1000.0)
 
 
+def within_deadline(seconds: float, deadline_s: float) -> bool:
+    """Whether a client's simulated ``seconds`` make the phase deadline (0: no deadline)."""
+    return deadline_s <= 0 or seconds <= deadline_s
+
+
 @dataclass
 class VirtualClock:
     """Accumulates phases into rounds and rounds into the run's simulated time."""
@@ -38,7 +43,7 @@ class VirtualClock:
 
     def phase(self, times: list[float], fates: dict[str, int]) -> list[bool]:
         """Close one phase given its participants' times; return which replies make it."""
-        on_time = [self.deadline_s <= 0 or t <= self.deadline_s for t in times]
+        on_time = [within_deadline(t, self.deadline_s) for t in times]
         stragglers = on_time.count(False)
         longest = max(times, default=0.0)
         self._phases.append(min(longest, self.deadline_s) if stragglers else longest)

@@ -29,7 +29,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from fedsim.comm.npy import record_from_numpy, view
 from fedsim.comm.records import array_records, metric_records
 from fedsim.config.schema import DeviceProfile
-from fedsim.engine.clock import client_seconds
+from fedsim.engine.clock import client_seconds, within_deadline
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,9 @@ class FoldDeadline:
     def late(self, item: int, compute_s: float, up_bytes: int) -> bool:
         """Whether the clock will drop item ``item``'s reply (the driver's very test)."""
         compute = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
-        return client_seconds(self.profile, self.down_bytes[item], compute, up_bytes) \
-            > self.deadline_s
+        return not within_deadline(
+            client_seconds(self.profile, self.down_bytes[item], compute, up_bytes),
+            self.deadline_s)
 
 
 class FoldReceipt(NamedTuple):

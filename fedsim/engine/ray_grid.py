@@ -242,7 +242,7 @@ class RayGrid(VirtualGrid):
                 self._fail(batch, "crashed", ErrorCode.UNKNOWN, traceback.format_exc(limit=4)
                            or str(exc))
                 continue
-            carrier = None  # the first folded client's delivery carries the folded reply
+            carrier, count = None, 0  # the first folded client carries the folded reply
             for msg_id, (reply, compute_s, up_bytes, payload) in zip(batch, outcomes,
                                                                     strict=True):
                 d = self._deliveries[msg_id]
@@ -250,7 +250,7 @@ class RayGrid(VirtualGrid):
                 d.up_bytes = up_bytes
                 if reply is None:
                     d.folded = True
-                    carrier = carrier or d
+                    carrier, count = carrier or d, count + 1
                     self.fold_receipts.append(
                         FoldReceipt(d.ins.metadata.dst_node_id, up_bytes, payload))
                     continue
@@ -259,7 +259,6 @@ class RayGrid(VirtualGrid):
                     self._reply_bytes[reply.metadata.message_id] = up_bytes
             if carrier is not None and folded is not None:
                 carrier.reply = self.receive(carrier.ins, folded)
-                count = sum(1 for o in outcomes if o[0] is None)
                 self.fold_counts[id(carrier.reply)] = count
                 self._folded_this_round += count
 

@@ -21,10 +21,15 @@ class ArrayDataset:
         return ArrayDataset(self.x[idx], self.y[idx])
 
     def split(self, test_fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
-        """Shuffle with ``seed`` and split into (train, test); test gets round(n * fraction)."""
+        """Shuffle with ``seed`` and split into (train, test) of :func:`local_test_rows` rows."""
         n = len(self)
         perm = np.random.default_rng(seed).permutation(n)
-        n_test = int(round(n * test_fraction))
-        if n_test >= n and n > 0:
-            n_test = n - 1
+        n_test = local_test_rows(n, test_fraction)
         return self.subset(perm[n_test:]), self.subset(perm[:n_test])
+
+
+def local_test_rows(n: int, test_fraction: float) -> int:
+    """Rows of an ``n``-row partition that go to its local test split: ``round(n * fraction)``,
+    but never all of them (one row at least stays for training)."""
+    n_test = int(round(n * test_fraction))
+    return n - 1 if n_test >= n and n > 0 else n_test

@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedsim.config.schema import TaskConfig, TrainConfig
-from fedsim.tasks.arrays import ArrayDataset
+from fedsim.tasks.arrays import ArrayDataset, local_test_rows
 from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES, data_source
 from fedsim.tasks.models import build_model
 from fedsim.tasks.training import Augment, num_local_steps, random_crop_flip
@@ -60,7 +60,7 @@ def local_steps_per_client(task: TaskConfig, train: TrainConfig, seed: int) -> l
     steps = []
     for pid in range(task.num_clients):
         n = source.partition_size(pid)
-        n_train = n - min(int(round(n * task.local_test_fraction)), max(0, n - 1))
+        n_train = n - local_test_rows(n, task.local_test_fraction)
         steps.append(num_local_steps(n_train, train.batch_size, 0, train.local_epochs))
     return steps
 
