@@ -4,16 +4,23 @@ Per round: the strategy configures training, the Grid carries the messages, the 
 both directions, the strategy aggregates, then federated and central evaluation when due, and
 one record is appended to metrics.jsonl. Written out (rather than ``Strategy.start``) for the
 evaluation cadence, per-round records and metering; the strategy only sees its usual hooks.
+
+A round's times end when its model is ready. What is left of it (the central evaluation and
+its row) needs only that model, so an engine that can (``run_while_waiting``, fedsim's Ray
+grid) runs it during the next round's training on a core the actors leave idle; the row is
+always written before the next one, and a round that checkpoints or ends the run closes at once.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,6 +134,27 @@ def _client_traffic(meter: RoundMeter, strategy: Any) -> dict[str, Any]:
     return {"uplink_bytes_by_client": up, "downlink_bytes_by_client": down}
 
 
+class OnceLater:
+    """At most one piece of work held back to run exactly once: by whoever calls ``run``
+    first (the grid while its actors train, or the round loop after the phase)."""
+
+    def __init__(self) -> None:
+        self._work: Callable[[], None] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self._work is not None
+
+    def set(self, work: Callable[[], None]) -> None:
+        self.run()
+        self._work = work
+
+    def run(self) -> None:
+        work, self._work = self._work, None
+        if work is not None:
+            work()
+
+
 class StopAtRoundEnd:
     """The first Ctrl-C asks the loop to stop after the current round (so the checkpoint holds
     a round boundary: no half-updated strategy, meter or client state); a second one stops now.
@@ -227,13 +255,24 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             wall_seconds=clock_offset + time.monotonic() - start,
             metrics_lines=done + 1, rng=capture_rng()))
 
+    def close_round(rnd: int, record: dict[str, Any], model: ArrayRecord,
+                    problems: list[dict[str, Any]]) -> None:
+        """What is left of a round once its model is ready: central evaluation, its row."""
+        if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
+            record.update(evaluator(model, rnd))
+        _report_problems(problems, rnd, writer)
+        writer.write_round(record)
+
     folding = _reply_folding(cfg, grid)
+    # engines that can run the last round's closing while the actors train the next round
+    overlap = hasattr(grid, "run_while_waiting")
+    pending = OnceLater()
     stop = StopAtRoundEnd()
     try:
         if ckpt is None:
             writer.write_round({"round": 0, **evaluator(arrays, 0), "wall_seconds": 0.0})
+        t_ready = time.monotonic()  # when the previous round's model was ready
         for rnd in range(first_round, cfg.train.rounds + 1):
-            t_round = time.monotonic()
             record: dict[str, Any] = {"round": rnd}
             messages = list(strategy.configure_train(
                 rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))
@@ -241,7 +280,10 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 grid.fold_train_replies(strategy.reply_fold())
             if meter:
                 meter.downlink(messages)
+            if pending.waiting:
+                grid.run_while_waiting(pending.run)
             replies = list(grid.send_and_receive(messages))
+            pending.run()  # unless the grid has run it while the actors trained
             if meter:
                 _meter_uplink(meter, grid, replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
@@ -261,20 +303,28 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 record["evaluate_failures"] = strategy.round_report.get("evaluate_failures", 0)
             if hasattr(grid, "end_round"):  # engines with a virtual clock (fedsim's Ray grid)
                 record.update(grid.end_round())
-            if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
-                record.update(evaluator(arrays, rnd))
-            _report_problems(getattr(strategy, "reply_problems", []), rnd, writer)
-            record["round_seconds"] = time.monotonic() - t_round
-            record["wall_seconds"] = clock_offset + time.monotonic() - start
-            writer.write_round(record)
+            # the round's times end when its model is ready; its central evaluation is
+            # counted in the next round's, or hidden there by an engine that overlaps it
+            now = time.monotonic()
+            record["round_seconds"], t_ready = now - t_ready, now
+            record["wall_seconds"] = clock_offset + now - start
+            pending.set(functools.partial(close_round, rnd, record, arrays,
+                                          list(getattr(strategy, "reply_problems", []))))
             every = cfg.output.checkpoint_every
-            if every and (rnd % every == 0 or rnd == cfg.train.rounds or stop.requested):
+            checkpoint_due = every and (rnd % every == 0 or rnd == cfg.train.rounds
+                                        or stop.requested)
+            if not overlap or checkpoint_due or stop.requested or rnd == cfg.train.rounds:
+                pending.run()
+            if checkpoint_due:
                 checkpoint(rnd)
             if stop.requested:
                 raise KeyboardInterrupt
     finally:
         stop.restore()
-        writer.close()
+        try:
+            pending.run()  # a failed round still leaves the row of the one before it
+        finally:
+            writer.close()
     rows = read_metrics(run_dir)
     summary = {"name": cfg.name, "strategy": cfg.strategy_name, "dataset": cfg.task.dataset,
                "model": cfg.task.model, "num_clients": n,

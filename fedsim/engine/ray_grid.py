@@ -5,7 +5,8 @@ as one loop: decide each client's fate for the round, group the messages by acto
 batch per actor (the shared records put once in Ray's object store), check each batch's replies
 as it arrives while the other actors still train, advance the virtual clock and drop
 stragglers. No polling: the driver blocks in ``ray.wait``, with no more torch threads than the
-actors leave it (``driver_threads``).
+actors leave it (``driver_threads``), and uses a core the actors leave idle, or the gap before
+the slowest actor ends a phase, for work handed to ``run_while_waiting``.
 
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
@@ -22,7 +23,7 @@ import contextlib
 import os
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,8 +113,10 @@ class RayGrid(VirtualGrid):
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
         # torch threads of the driver while the actors train: the cores they leave here
-        self.waiting_threads = max(1, int((os.cpu_count() or 1) - self.pools.cpus_held())) \
-            if actors_share_this_machine else None
+        spare = int((os.cpu_count() or 1) - self.pools.cpus_held())
+        self.waiting_threads = max(1, spare) if actors_share_this_machine else None
+        self.spare_core = spare >= 1 or not actors_share_this_machine
+        self._idle_work: Callable[[], None] | None = None
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
@@ -203,6 +206,15 @@ class RayGrid(VirtualGrid):
             self._gather(done)
         return self._release(ids)
 
+    def run_while_waiting(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in this process during the next ``send_and_receive``, on a core no
+        actor is using: at once if the actors leave one free, else as soon as the first batch
+        is back while others still run (the gap until the slowest actor ends the phase). If no
+        core comes free, the phase drops it and the caller runs it afterwards. ``work`` must
+        not use this grid. The round loop uses it for the previous round's central evaluation.
+        """
+        self._idle_work = work
+
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         ids = list(self.push_messages(messages))
@@ -210,13 +222,20 @@ class RayGrid(VirtualGrid):
         mine = [ref for ref, (_, batch) in self._inflight.items() if batch[0] in pushed]
         limit = timeout if timeout is not None else (self.phase_timeout_s or None)
         deadline = None if limit is None else time.monotonic() + limit
+        work, self._idle_work = self._idle_work, None
         with driver_threads(self.waiting_threads):
+            if work is not None and mine and self.spare_core:
+                work()
+                work = None
             while mine:  # each batch is checked as it arrives, while the others still run
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 done, mine = ray.wait(mine, num_returns=1, timeout=left)
                 if not done:
                     break
                 self._gather(done)
+                if work is not None and mine:
+                    work()
+                    work = None
         for ref in mine:  # a hung or slow actor: its clients fail, the actor is replaced
             key, batch = self._inflight.pop(ref)
             self._fail(batch, "timed_out", ErrorCode.REPLY_MESSAGE_UNAVAILABLE,

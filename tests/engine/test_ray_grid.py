@@ -90,3 +90,34 @@ def test_reply_sizes_measured_in_the_actors_are_exact(local_ray) -> None:
         assert None not in measured and measured[0] > measured[2]
     finally:
         grid.shutdown()
+
+
+@pytest.mark.parametrize(("actors", "spare_core", "out_when_run"),
+                         [(2, True, 2), (2, False, 1), (1, False, None)])
+def test_work_handed_to_a_phase_runs_on_a_core_the_actors_leave(
+        local_ray, actors: int, spare_core: bool, out_when_run: int | None) -> None:
+    """With a spare core the work runs as soon as the batches are out; without one, in the gap
+    after the first batch is back; with a single batch and no spare core, not at all (the
+    caller runs it after the phase), and the next phase does not inherit it."""
+    import stock_apps
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from fedsim.engine.ray_grid import RayGrid
+
+    grid = RayGrid("stock_apps:client_app", 4, {}, profiles=[DeviceProfile(actors=actors)],
+                   actors_share_this_machine=True)
+    grid.spare_core = spare_core
+    try:
+        content = RecordDict({"arrays": ArrayRecord(stock_apps.new_model().state_dict()),
+                              "config": ConfigRecord({"server-round": 1})})
+        out: list[int] = []
+        for phase in range(2):  # only the first phase gets the work
+            messages = [Message(content, dst_node_id=n, message_type="train")
+                        for n in grid.get_node_ids()]
+            if phase == 0:
+                grid.run_while_waiting(lambda: out.append(len(grid._inflight)))
+            replies = list(grid.send_and_receive(messages))
+            assert len(replies) == 4 and not any(r.has_error() for r in replies)
+        assert out == ([] if out_when_run is None else [out_when_run])
+    finally:
+        grid.shutdown()

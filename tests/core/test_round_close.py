@@ -1,0 +1,85 @@
+"""A round closes (central evaluation, its metrics row) once its model is ready; an engine that
+overlaps that with the next round's training writes the very same rows, in order, and a round
+that fails still leaves every earlier row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fedsim.engine.inprocess import InProcessGrid
+from fedsim.federation import OnceLater
+from fedsim.results.writer import read_metrics
+
+from helpers import metrics_without_times, run_cli
+
+ROUNDS = ("train.rounds=4", "train.clients_per_round=5")
+
+
+def test_once_later_runs_each_work_exactly_once() -> None:
+    ran: list[str] = []
+    later = OnceLater()
+    later.run()  # nothing held: nothing happens
+    later.set(lambda: ran.append("a"))
+    assert later.waiting and ran == []
+    later.set(lambda: ran.append("b"))  # a new work first runs the one it replaces
+    assert ran == ["a"]
+    later.run()
+    later.run()
+    assert ran == ["a", "b"] and not later.waiting
+
+
+class OverlappingGrid(InProcessGrid):
+    """The in-process grid, made to run the held work in the middle of the next phase (after
+    its first message, as the Ray grid does after its first batch) and, if asked, to fail."""
+
+    fail_at_phase: int | None = None
+    ran_inside: list[int] = []  # noqa: RUF012 - reset by each test
+
+    def run_while_waiting(self, work: Callable[[], None]) -> None:
+        self._work = work
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.phase = getattr(self, "phase", 0) + 1
+        if self.phase == self.fail_at_phase:
+            raise RuntimeError("simulated engine failure")
+        replies = list(super().send_and_receive(messages[:1]))
+        work, self._work = getattr(self, "_work", None), None
+        if work is not None:
+            self.ran_inside.append(self.phase)
+            work()
+        return replies + list(super().send_and_receive(messages[1:]))
+
+
+def test_overlapped_closing_writes_the_same_rows_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, plain = run_cli(tmp_path / "plain", *ROUNDS)
+    assert code == 0
+    OverlappingGrid.ran_inside = []
+    monkeypatch.setattr("fedsim.engine.inprocess.InProcessGrid", OverlappingGrid)
+    code, overlapped = run_cli(tmp_path / "overlapped", *ROUNDS)
+    assert code == 0
+    # phase 1 finds the clients; rounds 1..3 close inside rounds 2..4, the last one at once
+    assert OverlappingGrid.ran_inside == [3, 4, 5]
+    assert metrics_without_times(overlapped) == metrics_without_times(plain)
+    rows = read_metrics(overlapped)
+    assert [r["round"] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r["round_seconds"] > 0 for r in rows[1:])
+    walls = [r["wall_seconds"] for r in rows]
+    assert walls == sorted(walls)
+
+
+def test_a_failing_round_keeps_the_rows_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    OverlappingGrid.ran_inside = []
+    monkeypatch.setattr(OverlappingGrid, "fail_at_phase", 4)  # round 3's training
+    monkeypatch.setattr("fedsim.engine.inprocess.InProcessGrid", OverlappingGrid)
+    with pytest.raises(RuntimeError, match="simulated engine failure"):
+        run_cli(tmp_path / "r", *ROUNDS)
+    rows = read_metrics(tmp_path / "r")
+    # round 2 was still waiting for its closing when round 3 failed: it is written anyway
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert all("central_accuracy" in r for r in rows)
