@@ -53,7 +53,8 @@ log = logging.getLogger("fedsim")
 class RoundMeter(Protocol):
     """Measures the messages of a round in both directions (see ``fedsim/comm``)."""
 
-    def downlink(self, messages: list[Message]) -> None: ...
+    def downlink(self, messages: list[Message],
+                 wire_bytes: list[int | None] | None = None) -> None: ...
 
     def uplink(self, replies: list[Message], wire_bytes: list[int | None] | None = None,
                folded: list[tuple[int, int, int]] = ()) -> None: ...
@@ -98,6 +99,12 @@ def _measured_reply_bytes(grid: Grid, replies: list[Message]) -> list[int | None
     (fedsim's Ray actors, in parallel), so the meter need not measure them again."""
     lookup = getattr(grid, "measured_reply_bytes", None)
     return lookup(replies) if lookup else None
+
+
+def _meter_downlink(meter: RoundMeter, grid: Grid, messages: list[Message]) -> None:
+    """Meter the instructions, with the sizes the engine measured for its clock if it did."""
+    lookup = getattr(grid, "measured_instruction_bytes", None)
+    meter.downlink(messages, lookup(messages) if lookup else None)
 
 
 def _meter_uplink(meter: RoundMeter, grid: Grid, replies: list[Message]) -> None:
@@ -258,6 +265,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     def close_round(rnd: int, record: dict[str, Any], model: ArrayRecord,
                     problems: list[dict[str, Any]]) -> None:
         """What is left of a round once its model is ready: central evaluation, its row."""
+        if meter:  # the meter's per-client snapshot of the round holds till the next ends
+            record.update(_client_traffic(meter, strategy))
         if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
             record.update(evaluator(model, rnd))
         _report_problems(problems, rnd, writer)
@@ -278,13 +287,12 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))
             if folding:
                 grid.fold_train_replies(strategy.reply_fold())
-            if meter:
-                meter.downlink(messages)
             if pending.waiting:
                 grid.run_while_waiting(pending.run)
             replies = list(grid.send_and_receive(messages))
             pending.run()  # unless the grid has run it while the actors trained
             if meter:
+                _meter_downlink(meter, grid, messages)
                 _meter_uplink(meter, grid, replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is not None:
@@ -293,7 +301,6 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             record.update(strategy.round_report)
             if meter:
                 record.update(meter.end_round())
-                record.update(_client_traffic(meter, strategy))
             if fed_clients and _due(cfg.eval.federated_every, rnd, cfg.train.rounds):
                 eval_messages = list(strategy.configure_evaluate(
                     rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))

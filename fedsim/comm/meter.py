@@ -169,21 +169,31 @@ class CommMeter:
             self._clients[node_id] = ClientTraffic(node_id=int(node_id))
         return self._clients[node_id]
 
-    def downlink(self, messages: Iterable[Message]) -> None:
-        """Measure instructions (``configure_train``'s output); shared content is measured once."""
+    def downlink(self, messages: Iterable[Message],
+                 wire_bytes: Sequence[int | None] | None = None) -> None:
+        """Measure instructions (``configure_train``'s output); shared content is measured once.
+
+        ``wire_bytes``: sizes the engine already measured with :func:`message_wire_bytes` (the
+        Ray grid, for its clock, while the actors train), in the order of ``messages``; ``None``
+        entries are measured here."""
         t0 = time.perf_counter()
-        contents: dict[int, tuple[int, int]] = {}
-        for msg in messages:
-            wire, payload = 0, 0
+        payloads: dict[int, int] = {}  # id(content) -> payload bytes
+        trees: dict[int, int] = {}  # id(content) -> serialized bytes, measured when needed
+        for index, msg in enumerate(messages):
+            wire = wire_bytes[index] if wire_bytes is not None else None
+            payload = 0
             if msg.has_content():
                 content = msg.content
-                if id(content) not in contents:
-                    contents[id(content)] = (content_tree_bytes(content),
-                                             content_payload_bytes(content))
+                if id(content) not in payloads:
+                    payloads[id(content)] = content_payload_bytes(content)
                     if self.num_params is None:
                         self.num_params = count_params(content)
-                wire, payload = contents[id(content)]
-            wire += message_frame(msg)
+                payload = payloads[id(content)]
+                if wire is None and id(content) not in trees:
+                    trees[id(content)] = content_tree_bytes(content)
+            if wire is None:
+                wire = trees.get(id(msg.content), 0) if msg.has_content() else 0
+                wire += message_frame(msg)
             self._down.append((wire, payload))
             rec = self._client(msg.metadata.dst_node_id)
             rec.downlink_bytes += wire

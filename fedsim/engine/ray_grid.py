@@ -121,6 +121,7 @@ class RayGrid(VirtualGrid):
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
         self._reply_bytes: dict[str, int] = {}  # reply id -> bytes measured in the actor
+        self._instruction_bytes: dict[str, int] = {}  # instruction id -> bytes, last phase
         self._fold: ReplyFold | None = None
         self.fold_counts: dict[int, int] = {}  # id(folded reply) -> clients it stands for
         self.fold_receipts: list[FoldReceipt] = []  # each folded client's reply, measured
@@ -137,7 +138,7 @@ class RayGrid(VirtualGrid):
     # -- Grid ABC -------------------------------------------------------------------------
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         self._phases += 1
-        self._reply_bytes = {}
+        self._reply_bytes, self._instruction_bytes = {}, {}
         self.fold_counts, self.fold_receipts = {}, []
         folding = False
         batches: dict[ActorKey, list[str]] = {}
@@ -198,6 +199,7 @@ class RayGrid(VirtualGrid):
             if id(content) not in sizes:
                 sizes[id(content)] = content_tree_bytes(content)
             delivery.down_bytes = message_bytes(delivery.ins, sizes[id(content)])
+            self._instruction_bytes[msg_id] = delivery.down_bytes
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         ids = list(message_ids)
@@ -305,6 +307,11 @@ class RayGrid(VirtualGrid):
         return [d.reply for d in back if id(d) not in late and d.reply is not None]
 
     # -- what the round loop and the tests read -------------------------------------------
+    def measured_instruction_bytes(self, messages: list[Message]) -> list[int | None]:
+        """Serialized bytes of each instruction of the last phase, as the clock sized them
+        (the meter's own measure: one tree walk per shared content); None if not sent."""
+        return [self._instruction_bytes.get(m.metadata.message_id) for m in messages]
+
     def measured_reply_bytes(self, replies: list[Message]) -> list[int | None]:
         """Serialized bytes of each reply of the last phase as measured in its actor (exact,
         ``fedsim.comm.tree_size``); None for replies made here (errors, rejected replies)."""

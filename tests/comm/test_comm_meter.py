@@ -119,6 +119,18 @@ def test_downlink_shared_content_measured_once_equals_per_message_sum() -> None:
     assert len(pickle.dumps(messages)) < 2 * 20_000
 
 
+def test_downlink_takes_sizes_an_engine_measured_and_measures_the_rest() -> None:
+    shared = _content({"w": np.arange(5000, dtype=np.float32)})
+    messages = [_instruction(shared, node) for node in (5, 17, 300)]
+    exact = [_tree_bytes_formula(_fresh_copy(m)) for m in messages]
+    meter = CommMeter()
+    meter.downlink(messages, [None, 1234, None])  # one size given (a made-up number)
+    row = meter.end_round()
+    assert row["downlink_bytes"] == exact[0] + 1234 + exact[2]
+    assert row["downlink_payload_bytes"] == 3 * 5000 * 4 and row["num_params"] == 5000
+    assert [r["downlink_bytes"] for r in meter.client_records()] == [exact[0], 1234, exact[2]]
+
+
 def test_round_metrics_for_sign_uplink() -> None:
     d, n = 100_000, 4
     rng = np.random.default_rng(2)

@@ -67,9 +67,10 @@ def test_empty_batch_returns_at_once(local_ray) -> None:
         grid.shutdown()
 
 
-def test_reply_sizes_measured_in_the_actors_are_exact(local_ray) -> None:
-    """The sizes the meter reuses (measured in the actors, error replies of a raising
-    ClientApp included) equal a fresh exact measurement of the replies the driver holds."""
+def test_sizes_the_meter_reuses_are_exact(local_ray) -> None:
+    """The sizes the meter reuses (replies measured in the actors, error replies of a raising
+    ClientApp included; instructions sized for the clock) equal a fresh exact measurement of
+    the messages the driver holds."""
     import stock_apps
     from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
@@ -84,6 +85,8 @@ def test_reply_sizes_measured_in_the_actors_are_exact(local_ray) -> None:
         messages = [Message(content, dst_node_id=n, message_type="train")
                     for n in grid.get_node_ids()]
         replies = list(grid.send_and_receive(messages))
+        assert grid.measured_instruction_bytes(messages) == \
+            [message_wire_bytes(m) for m in messages]
         measured = grid.measured_reply_bytes(replies)
         assert measured == [message_wire_bytes(r) for r in replies]
         assert [r.has_error() for r in replies] == [False, False, True]
