@@ -41,6 +41,7 @@ from fedsim.checkpoint import (
     truncate_metrics,
 )
 from fedsim.config.schema import ExperimentConfig
+from fedsim.engine.threads import driver_threads
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
 from fedsim.results.writer import METRICS_FILE, PROBLEMS_FILE, ResultsWriter, read_metrics
@@ -262,13 +263,19 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             wall_seconds=clock_offset + time.monotonic() - start,
             metrics_lines=done + 1, rng=capture_rng()))
 
+    def evaluate(model: ArrayRecord, rnd: int) -> dict[str, Any]:
+        """The central evaluation, on the engine's thread count for it (one whatever the
+        number of actors, on the Ray engine beside them) so that its bits do not vary."""
+        with driver_threads(getattr(grid, "evaluation_threads", None)):
+            return evaluator(model, rnd)
+
     def close_round(rnd: int, record: dict[str, Any], model: ArrayRecord,
                     problems: list[dict[str, Any]]) -> None:
         """What is left of a round once its model is ready: central evaluation, its row."""
         if meter:  # the meter's per-client snapshot of the round holds till the next ends
             record.update(_client_traffic(meter, strategy))
         if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
-            record.update(evaluator(model, rnd))
+            record.update(evaluate(model, rnd))
         _report_problems(problems, rnd, writer)
         writer.write_round(record)
 
@@ -279,7 +286,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     stop = StopAtRoundEnd()
     try:
         if ckpt is None:
-            writer.write_round({"round": 0, **evaluator(arrays, 0), "wall_seconds": 0.0})
+            writer.write_round({"round": 0, **evaluate(arrays, 0), "wall_seconds": 0.0})
         t_ready = time.monotonic()  # when the previous round's model was ready
         for rnd in range(first_round, cfg.train.rounds + 1):
             record: dict[str, Any] = {"round": rnd}

@@ -19,11 +19,10 @@ its folded clients, ``fold_counts`` says how many clients each stands for and
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,30 +37,10 @@ from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.fold import FoldDeadline, FoldReceipt, ReplyFold
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
+from fedsim.engine.threads import driver_threads
 from fedsim.engine.wire import drop_record_chunks, message_bytes
 
 TIMED_TYPES = ("train", "evaluate")  # message types the clock and the device fates apply to
-
-
-@contextlib.contextmanager
-def driver_threads(threads: int | None) -> Iterator[None]:
-    """Torch threads of this process set to ``threads`` (None: unchanged) inside the block.
-
-    While the actors train, the driver needs no more than the cores they leave: with more, the
-    OpenMP workers of its last evaluation or aggregation keep spinning and take CPU from the
-    actors. Between phases the actors idle and the driver has every core again.
-    """
-    if threads is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
@@ -116,6 +95,9 @@ class RayGrid(VirtualGrid):
         spare = int((os.cpu_count() or 1) - self.pools.cpus_held())
         self.waiting_threads = max(1, spare) if actors_share_this_machine else None
         self.spare_core = spare >= 1 or not actors_share_this_machine
+        # the central evaluation runs beside training actors: one thread, whatever their
+        # number (some kernels' bits depend on the thread count); a cluster's driver: all
+        self.evaluation_threads = 1 if actors_share_this_machine else None
         self._idle_work: Callable[[], None] | None = None
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}

@@ -36,6 +36,7 @@ class OverlappingGrid(InProcessGrid):
     its first message, as the Ray grid does after its first batch) and, if asked, to fail."""
 
     fail_at_phase: int | None = None
+    evaluation_threads = 1  # as the Ray grid's while its actors share this machine
     ran_inside: list[int] = []  # noqa: RUF012 - reset by each test
 
     def run_while_waiting(self, work: Callable[[], None]) -> None:
@@ -70,6 +71,33 @@ def test_overlapped_closing_writes_the_same_rows_in_order(
     assert all(r["round_seconds"] > 0 for r in rows[1:])
     walls = [r["wall_seconds"] for r in rows]
     assert walls == sorted(walls)
+
+
+def test_every_central_evaluation_runs_on_the_engines_thread_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlapped or not (round 0, the rounds closed while the next trains, the last one), so
+    that kernels whose bits depend on the thread count give the same metrics every time."""
+    import torch
+
+    from fedsim.tasks.kind import _AccuracyEvaluator
+
+    threads: list[int] = []
+    real = _AccuracyEvaluator.__call__
+
+    def spy(self, arrays, server_round):
+        threads.append(torch.get_num_threads())
+        return real(self, arrays, server_round)
+
+    monkeypatch.setattr(_AccuracyEvaluator, "__call__", spy)
+    monkeypatch.setattr("fedsim.engine.inprocess.InProcessGrid", OverlappingGrid)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code, _ = run_cli(tmp_path / "r", *ROUNDS)
+        assert torch.get_num_threads() == 2  # and given back after each evaluation
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0 and threads == [1] * 5
 
 
 def test_a_failing_round_keeps_the_rows_before_it(

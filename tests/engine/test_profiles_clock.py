@@ -137,7 +137,7 @@ def test_meter_reuses_sizes_measured_elsewhere_and_measures_the_rest() -> None:
 
 
 def test_the_driver_yields_cores_only_while_it_waits() -> None:
-    from fedsim.engine.ray_grid import driver_threads
+    from fedsim.engine.threads import driver_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

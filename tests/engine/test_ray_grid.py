@@ -110,6 +110,7 @@ def test_work_handed_to_a_phase_runs_on_a_core_the_actors_leave(
     grid = RayGrid("stock_apps:client_app", 4, {}, profiles=[DeviceProfile(actors=actors)],
                    actors_share_this_machine=True)
     grid.spare_core = spare_core
+    assert grid.evaluation_threads == 1  # beside training actors: one, whatever their number
     try:
         content = RecordDict({"arrays": ArrayRecord(stock_apps.new_model().state_dict()),
                               "config": ConfigRecord({"server-round": 1})})

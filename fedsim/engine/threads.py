@@ -1,0 +1,27 @@
+"""The driver's torch threads: as many as the cores the actors leave it, or a fixed number."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def driver_threads(threads: int | None) -> Iterator[None]:
+    """Torch threads of this process set to ``threads`` (None: unchanged) inside the block.
+
+    While the actors train, the driver needs no more than the cores they leave: with more, the
+    OpenMP workers of its last evaluation or aggregation keep spinning and take CPU from the
+    actors. Between phases the actors idle and the driver has every core again.
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
