@@ -99,6 +99,9 @@ class RayGrid(VirtualGrid):
         # number (some kernels' bits depend on the thread count); a cluster's driver: all
         self.evaluation_threads = 1 if actors_share_this_machine else None
         self._idle_work: Callable[[], None] | None = None
+        # how long work handed to a phase waits for a core to come free before it shares one
+        # (so a long round's closing, and the progress bar, never lag by more)
+        self.idle_patience_s = 1.0
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
         self._phases = 0
@@ -193,9 +196,10 @@ class RayGrid(VirtualGrid):
     def run_while_waiting(self, work: Callable[[], None]) -> None:
         """Run ``work`` in this process during the next ``send_and_receive``, on a core no
         actor is using: at once if the actors leave one free, else as soon as the first batch
-        is back while others still run (the gap until the slowest actor ends the phase). If no
-        core comes free, the phase drops it and the caller runs it afterwards. ``work`` must
-        not use this grid. The round loop uses it for the previous round's central evaluation.
+        is back while others still run (the gap until the slowest actor ends the phase), and
+        after ``idle_patience_s`` in any case, beside the actors. If the phase ends first, it
+        drops the work and the caller runs it afterwards. ``work`` must not use this grid.
+        The round loop uses it for the previous round's central evaluation and row.
         """
         self._idle_work = work
 
@@ -207,17 +211,22 @@ class RayGrid(VirtualGrid):
         limit = timeout if timeout is not None else (self.phase_timeout_s or None)
         deadline = None if limit is None else time.monotonic() + limit
         work, self._idle_work = self._idle_work, None
+        patience = time.monotonic() + self.idle_patience_s
         with driver_threads(self.waiting_threads):
             if work is not None and mine and self.spare_core:
                 work()
                 work = None
             while mine:  # each batch is checked as it arrives, while the others still run
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, mine = ray.wait(mine, num_returns=1, timeout=left)
-                if not done:
-                    break
+                wait = left
+                if work is not None:
+                    wait = max(0.0, patience - time.monotonic())
+                    wait = wait if left is None else min(wait, left)
+                done, mine = ray.wait(mine, num_returns=1, timeout=wait)
                 self._gather(done)
-                if work is not None and mine:
+                if not done and wait == left:  # the phase's time limit
+                    break
+                if work is not None and mine:  # a core came free, or the work waited enough
                     work()
                     work = None
         for ref in mine:  # a hung or slow actor: its clients fail, the actor is replaced

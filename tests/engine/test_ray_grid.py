@@ -95,13 +95,16 @@ def test_sizes_the_meter_reuses_are_exact(local_ray) -> None:
         grid.shutdown()
 
 
-@pytest.mark.parametrize(("actors", "spare_core", "out_when_run"),
-                         [(2, True, 2), (2, False, 1), (1, False, None)])
+@pytest.mark.parametrize(("actors", "spare_core", "patience", "out_when_run"),
+                         [(2, True, 60.0, 2), (2, False, 60.0, 1), (1, False, 60.0, None),
+                          (1, False, 0.0, 1)])
 def test_work_handed_to_a_phase_runs_on_a_core_the_actors_leave(
-        local_ray, actors: int, spare_core: bool, out_when_run: int | None) -> None:
+        local_ray, actors: int, spare_core: bool, patience: float,
+        out_when_run: int | None) -> None:
     """With a spare core the work runs as soon as the batches are out; without one, in the gap
-    after the first batch is back; with a single batch and no spare core, not at all (the
-    caller runs it after the phase), and the next phase does not inherit it."""
+    after the first batch is back, or beside the actors once its patience is out; with a
+    single batch, no spare core and patience to spare, not at all (the caller runs it after
+    the phase), and the next phase does not inherit it."""
     import stock_apps
     from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
@@ -109,7 +112,7 @@ def test_work_handed_to_a_phase_runs_on_a_core_the_actors_leave(
 
     grid = RayGrid("stock_apps:client_app", 4, {}, profiles=[DeviceProfile(actors=actors)],
                    actors_share_this_machine=True)
-    grid.spare_core = spare_core
+    grid.spare_core, grid.idle_patience_s = spare_core, patience
     assert grid.evaluation_threads == 1  # beside training actors: one, whatever their number
     try:
         content = RecordDict({"arrays": ArrayRecord(stock_apps.new_model().state_dict()),
