@@ -180,7 +180,8 @@ class CommMeter:
         payloads: dict[int, int] = {}  # id(content) -> payload bytes
         trees: dict[int, int] = {}  # id(content) -> serialized bytes, measured when needed
         for index, msg in enumerate(messages):
-            wire = wire_bytes[index] if wire_bytes is not None else None
+            known = wire_bytes[index] if wire_bytes is not None else None
+            wire = known if known is not None else message_frame(msg)
             payload = 0
             if msg.has_content():
                 content = msg.content
@@ -189,11 +190,10 @@ class CommMeter:
                     if self.num_params is None:
                         self.num_params = count_params(content)
                 payload = payloads[id(content)]
-                if wire is None and id(content) not in trees:
-                    trees[id(content)] = content_tree_bytes(content)
-            if wire is None:
-                wire = trees.get(id(msg.content), 0) if msg.has_content() else 0
-                wire += message_frame(msg)
+                if known is None:  # frame + content tree, the tree once per content
+                    if id(content) not in trees:
+                        trees[id(content)] = content_tree_bytes(content)
+                    wire += trees[id(content)]
             self._down.append((wire, payload))
             rec = self._client(msg.metadata.dst_node_id)
             rec.downlink_bytes += wire

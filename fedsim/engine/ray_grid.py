@@ -218,13 +218,14 @@ class RayGrid(VirtualGrid):
                 work = None
             while mine:  # each batch is checked as it arrives, while the others still run
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                wait = left
+                wait, for_work = left, False
                 if work is not None:
-                    wait = max(0.0, patience - time.monotonic())
-                    wait = wait if left is None else min(wait, left)
+                    until = max(0.0, patience - time.monotonic())
+                    if left is None or until < left:
+                        wait, for_work = until, True
                 done, mine = ray.wait(mine, num_returns=1, timeout=wait)
                 self._gather(done)
-                if not done and wait == left:  # the phase's time limit
+                if not done and not for_work:  # the phase's time limit
                     break
                 if work is not None and mine:  # a core came free, or the work waited enough
                     work()
