@@ -2,11 +2,12 @@
 
 The ServerApp and its strategy call ``send_and_receive`` as on any Flower engine. A phase reads
 as one loop: decide each client's fate for the round, group the messages by actor, dispatch one
-batch per actor (the shared records put once in Ray's object store), check each batch's replies
-as it arrives while the other actors still train, advance the virtual clock and drop
-stragglers. No polling: the driver blocks in ``ray.wait``, with no more torch threads than the
-actors leave it (``driver_threads``), and uses a core the actors leave idle, or the gap before
-the slowest actor ends a phase, for work handed to ``run_while_waiting``.
+batch per actor (the shared records inside the call when small, else put once in Ray's object
+store), check each batch's replies as it arrives while the other actors still train, advance
+the virtual clock and drop stragglers. No polling: the driver blocks in ``ray.wait``, with no
+more torch threads than the actors leave it (``driver_threads``), and uses a core the actors
+leave idle, or the gap before the slowest actor ends a phase, for work handed to
+``run_while_waiting``.
 
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from flwr.app import ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common.constant import ErrorCode
 
 from fedsim.comm.tree_size import content_tree_bytes
@@ -68,6 +69,12 @@ def _server_round(msg: Message, fallback: int) -> int:
     return fallback
 
 
+def _array_bytes(records: Iterable[Any]) -> int:
+    """The array payload of these records: what decides how Ray ships them."""
+    return sum(len(array.data) for record in records if isinstance(record, ArrayRecord)
+               for array in record.values())
+
+
 class RayGrid(VirtualGrid):
     """Runs the ClientApp ``client_app_ref`` ("module:attr") in Ray actor pools."""
 
@@ -76,7 +83,8 @@ class RayGrid(VirtualGrid):
                  partition_profile: list[int] | None = None, deadline_s: float = 0.0,
                  compute_timer: str = "cpu", fixed_compute_s: float = 1.0,
                  phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False,
-                 partition_work: list[int] | None = None) -> None:
+                 partition_work: list[int] | None = None,
+                 inline_bytes: int = 100 * 1024) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
@@ -91,6 +99,9 @@ class RayGrid(VirtualGrid):
                                 compute_timer, node_work=work)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
+        # shared records up to this size travel inside each actor call (Ray's limit for
+        # arguments it sends directly); larger ones are put in the object store once
+        self.inline_bytes = inline_bytes
         # torch threads of the driver while the actors train: the cores they leave here
         spare = int((os.cpu_count() or 1) - self.pools.cpus_held())
         self.waiting_threads = max(1, spare) if actors_share_this_machine else None
@@ -160,7 +171,8 @@ class RayGrid(VirtualGrid):
         if batches:
             for record in shared.values():  # a meter may have left chunk views behind
                 drop_record_chunks(record)
-            table = ray.put(shared)
+            small = _array_bytes(shared.values()) <= self.inline_bytes
+            table = shared if small else ray.put(shared)
             for key, batch in batches.items():
                 items = [(self._deliveries[i].ins.metadata,
                           keys_of[id(self._deliveries[i].ins.content)]) for i in batch]

@@ -128,3 +128,21 @@ def test_work_handed_to_a_phase_runs_on_a_core_the_actors_leave(
         assert out == ([] if out_when_run is None else [out_when_run])
     finally:
         grid.shutdown()
+
+
+def test_shared_records_inside_the_call_or_through_the_object_store_alike(
+        local_ray, monkeypatch) -> None:
+    """Global arrays within ``inline_bytes`` travel inside each actor call, larger ones are put
+    in Ray's object store once a phase; the federation ends with the same model either way."""
+    import ray
+
+    puts: list[int] = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(1) or real_put(value, **kw))
+    inline, _ = run_stock(4, {"rounds": 2}, profiles=[DeviceProfile(actors=2)],
+                          inline_bytes=1 << 30)
+    assert puts == []
+    stored, _ = run_stock(4, {"rounds": 2}, profiles=[DeviceProfile(actors=2)], inline_bytes=0)
+    assert len(puts) == 2  # once per phase: two training rounds
+    for key in inline["arrays"]:
+        np.testing.assert_array_equal(inline["arrays"][key], stored["arrays"][key])
