@@ -38,6 +38,7 @@ from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.fold import FoldDeadline, FoldReceipt, ReplyFold
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
+from fedsim.engine.ray_engine import RAY_INLINE_BYTES
 from fedsim.engine.threads import driver_threads
 from fedsim.engine.wire import drop_record_chunks, message_bytes
 
@@ -84,7 +85,7 @@ class RayGrid(VirtualGrid):
                  compute_timer: str = "cpu", fixed_compute_s: float = 1.0,
                  phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False,
                  partition_work: list[int] | None = None,
-                 inline_bytes: int = 100 * 1024) -> None:
+                 inline_bytes: int = RAY_INLINE_BYTES) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
