@@ -208,6 +208,11 @@ class EngineConfig:
     fold_replies: bool = setting(False, "each actor sums its clients' train replies before they "
                                  "travel, as pfl-research does (strategies fedavg and fedadam;"
                                  " equal to unfolded results within float tolerance)")
+    client_state_backup: bool = setting(True, "the driver keeps a copy of each client's "
+                                        "non-empty context.state after every call, so the "
+                                        "clients of a replaced actor resume from it as on "
+                                        "Flower's SuperNodes (false: they restart with empty "
+                                        "state; saves moving large states every round)")
     profiles: list = setting([], "device profiles, as [[engine.profiles]] tables (none: one "
                              "homogeneous profile with 1 CPU per actor)")
 

@@ -2,7 +2,9 @@
 
 An actor lives for the whole run, so everything the ClientApp caches per process (partitions,
 model objects, imports) stays warm, and it holds the ``Context`` of each of its nodes, so
-``context.state`` persists across rounds without travelling (placement is therefore static).
+``context.state`` persists across rounds there (placement is therefore static); a non-empty
+state is also sent back after each call when the driver keeps copies
+(``engine.client_state_backup``), so that a replaced actor's nodes resume from them.
 One call carries a whole batch: the records shared by several messages (the global model) arrive
 once, and each message gets a private shallow copy of them before the ClientApp runs, because
 ClientApps may consume their input (``to_torch_state_dict(keep_input=False)``); a ClientApp
@@ -96,10 +98,13 @@ class ClientActor:
                 "served": dict(self.served)}
 
     def handle(self, shared: dict[int, Any], items: list[BatchItem],
-               fold: ReplyFold | None = None, deadline: FoldDeadline | None = None) -> tuple[
-            list[Outcome], Message | None]:
+               fold: ReplyFold | None = None, deadline: FoldDeadline | None = None,
+               send_states: bool = False) -> tuple[list[Outcome], Message | None,
+                                                   dict[int, RecordDict]]:
         """Run the ClientApp on each message of the batch, in order; with ``fold``, also the
-        reply that sums the clean train replies that are on time (which come back as None)."""
+        reply that sums the clean train replies that are on time (which come back as None);
+        with ``send_states``, the non-empty ``Context.state`` of every node that ran (by
+        node id), for the driver's copy."""
         folded = FoldSum(fold) if fold is not None else None
         outcomes = []
         for index, (metadata, keys) in enumerate(items):
@@ -110,7 +115,13 @@ class ClientActor:
                 outcomes.append((None, seconds, size, message_payload_bytes(reply)))
             else:
                 outcomes.append((reply, seconds, size, 0))
-        return outcomes, folded.reply() if folded is not None else None
+        states = {}
+        if send_states:
+            for metadata, _ in items:
+                state = self.contexts[metadata.dst_node_id].state
+                if len(state):
+                    states[metadata.dst_node_id] = state
+        return outcomes, folded.reply() if folded is not None else None, states
 
     def _one(self, shared: dict[int, Any], metadata: Metadata,
              keys: dict[str, int]) -> tuple[Message, Message, float]:

@@ -4,8 +4,8 @@ Each profile's actors are created with that profile's Ray resources (``num_cpus`
 ``num_gpus``), so Ray places them where those resources exist, and a client only ever runs on an
 actor of its own profile. The node -> actor mapping is fixed because the node's Context lives
 there (:func:`place_nodes`: round-robin, or by each client's local work when it differs).
-A dead actor is replaced by a fresh one with the same resources; its nodes start over with fresh
-Contexts (their ``context.state`` was in the dead process).
+A dead actor is replaced by a fresh one with the same resources; its nodes get fresh Contexts,
+holding the states the driver kept for them if it kept any (``RayGrid``).
 """
 
 from __future__ import annotations
@@ -124,10 +124,13 @@ class ActorPools:
     def actor(self, key: ActorKey) -> Any:
         return self.actors[key]
 
-    def replace(self, key: ActorKey) -> None:
-        """Replace a dead actor by a fresh one holding fresh Contexts for its nodes."""
+    def replace(self, key: ActorKey, states: dict[int, Any] | None = None) -> None:
+        """Replace a dead actor by a fresh one holding fresh Contexts for its nodes, with
+        ``states`` (by partition id) as the ``Context.state`` of the nodes they name."""
         ray.kill(self.actors[key], no_restart=True)
         ray.get(self._start(key), timeout=READY_TIMEOUT_S)
+        if states:
+            ray.get(self.actors[key].import_states.remote(states), timeout=READY_TIMEOUT_S)
         self.replaced += 1
 
     def export_states(self) -> dict[int, Any]:

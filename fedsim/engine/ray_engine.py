@@ -90,7 +90,8 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
                        phase_timeout_s=cfg.engine.phase_timeout_s,
                        # a cluster's actors hold no core of this machine
                        actors_share_this_machine=not cfg.engine.ray_address,
-                       partition_work=work, inline_bytes=inline_bytes)
+                       partition_work=work, inline_bytes=inline_bytes,
+                       client_state_backup=cfg.engine.client_state_backup)
         try:
             context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                               state=RecordDict(), run_config=run_config)

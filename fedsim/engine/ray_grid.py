@@ -9,6 +9,11 @@ more torch threads than the actors leave it (``driver_threads``), and uses a cor
 leave idle, or the gap before the slowest actor ends a phase, for work handed to
 ``run_while_waiting``.
 
+A ClientApp that keeps ``Context.state`` (error-feedback residuals) has each node's state
+copied back to the driver after every call (``client_state_backup``), so that when an actor
+dies or hangs, the nodes it held resume on its replacement from their last completed call, as
+on Flower's SuperNodes, which keep the Contexts when a ClientApp process dies.
+
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
 
@@ -85,7 +90,7 @@ class RayGrid(VirtualGrid):
                  compute_timer: str = "cpu", fixed_compute_s: float = 1.0,
                  phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False,
                  partition_work: list[int] | None = None,
-                 inline_bytes: int = RAY_INLINE_BYTES) -> None:
+                 inline_bytes: int = RAY_INLINE_BYTES, client_state_backup: bool = True) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
@@ -103,6 +108,10 @@ class RayGrid(VirtualGrid):
         # shared records up to this size travel inside each actor call (Ray's limit for
         # arguments it sends directly); larger ones are put in the object store once
         self.inline_bytes = inline_bytes
+        # the last non-empty Context.state each node's actor sent back (node id -> state): a
+        # replaced actor's nodes resume from it, as a SuperNode keeps its Contexts when a
+        # ClientApp process dies (None: no copies; they start with empty states)
+        self.state_backup: dict[int, Any] | None = {} if client_state_backup else None
         # torch threads of the driver while the actors train: the cores they leave here
         spare = int((os.cpu_count() or 1) - self.pools.cpus_held())
         self.waiting_threads = max(1, spare) if actors_share_this_machine else None
@@ -182,7 +191,8 @@ class RayGrid(VirtualGrid):
                                     [self._deliveries[i].down_bytes for i in batch]) \
                     if deadline else None
                 ref = self.pools.actor(key).handle.remote(
-                    table, items, self._fold if folding else None, late)
+                    table, items, self._fold if folding else None, late,
+                    self.state_backup is not None)
                 self._inflight[ref] = (key, batch)
         if not deadline:  # the clock's download sizes, while the actors already train
             self._size_downlinks(ids)
@@ -248,7 +258,7 @@ class RayGrid(VirtualGrid):
             self._fail(batch, "timed_out", ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
                        f"no reply within {limit:g} s (engine.phase_timeout_s); the actor "
                        "running this client was replaced")
-            self.pools.replace(key)
+            self._replace(key)
         return self._release(ids)
 
     # -- gather, check, clock -------------------------------------------------------------
@@ -257,17 +267,19 @@ class RayGrid(VirtualGrid):
         for ref in refs:
             key, batch = self._inflight.pop(ref)
             try:
-                outcomes, folded = ray.get(ref)
+                outcomes, folded, states = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
                 self._fail(batch, "crashed", ErrorCode.CLIENT_APP_CRASHED,
                            f"the actor running this client died: {exc}")
                 self.dead_actors += 1
-                self.pools.replace(key)
+                self._replace(key)
                 continue
             except Exception as exc:  # noqa: BLE001 - an engine error must not hang the run
                 self._fail(batch, "crashed", ErrorCode.UNKNOWN, traceback.format_exc(limit=4)
                            or str(exc))
                 continue
+            if self.state_backup is not None:
+                self.state_backup.update(states)
             carrier, count = None, 0  # the first folded client carries the folded reply
             for msg_id, (reply, compute_s, up_bytes, payload) in zip(batch, outcomes,
                                                                     strict=True):
@@ -287,6 +299,12 @@ class RayGrid(VirtualGrid):
                 carrier.reply = self.receive(carrier.ins, folded)
                 self.fold_counts[id(carrier.reply)] = count
                 self._folded_this_round += count
+
+    def _replace(self, key: ActorKey) -> None:
+        """A fresh actor for ``key``; its nodes resume from the states kept for them."""
+        kept = self.state_backup or {}
+        self.pools.replace(key, {self.partition_of[n]: kept[n]
+                                 for n in self.pools.nodes_of[key] if n in kept})
 
     def _fail(self, batch: list[str], fate: str, code: int, reason: str) -> None:
         for msg_id in batch:
@@ -337,6 +355,9 @@ class RayGrid(VirtualGrid):
 
     def import_client_states(self, states: dict[int, Any]) -> None:
         self.pools.import_states(states)
+        if self.state_backup is not None:
+            self.state_backup.update({self.node_ids[int(pid)]: state
+                                      for pid, state in states.items() if len(state)})
 
     def describe_actors(self) -> list[dict[str, Any]]:
         return self.pools.describe()

@@ -48,7 +48,8 @@ def train(msg: Message, context: Context) -> Message:
     rnd = int(msg.content["config"]["server-round"])
     if pid == _flag(context, "fail-partition"):
         raise ValueError(f"partition {pid} always fails")
-    if pid == _flag(context, "crash-partition") and rnd == 1:
+    if pid == _flag(context, "crash-partition") and rnd == int(
+            context.run_config.get("crash-round", 1)):
         os._exit(1)
     if pid == _flag(context, "sleep-partition"):
         time.sleep(float(context.run_config.get("sleep-s", 1.0)))

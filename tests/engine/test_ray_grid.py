@@ -51,9 +51,29 @@ def test_dead_actor_becomes_error_replies_and_is_replaced(local_ray) -> None:
     for replies in later:
         assert len(replies) == 4 and not any(err for _, err, _ in replies)
     assert grid.dead_actors == 1 and grid.pools.replaced == 1
-    # the replacement actor's nodes start with fresh Contexts; the others kept counting
+    # the replacement actor's nodes had no state yet (round 1): they restart from empty ones;
+    # the others kept counting
     calls = sorted(m["calls"] for _, _, m in later[-1])
     assert calls == [2, 2, 3, 3]
+
+
+@pytest.mark.parametrize(("backup", "last_calls"), [(True, [2, 2, 3, 3]), (False, [1, 1, 3, 3])])
+def test_a_replaced_actors_nodes_resume_from_the_states_the_driver_kept(
+        local_ray, backup: bool, last_calls: list[int]) -> None:
+    """Partition 2 kills its actor in round 2, taking partition 0's round with it. With the
+    driver's copies both resume in round 3 from their round-1 state (calls 2, as if round 2
+    never ran for them, which is what the strategy saw); without them, from empty states."""
+    result, grid = run_stock(4, {"rounds": 3, "crash-partition": 2, "crash-round": 2},
+                             profiles=[DeviceProfile(actors=2)], client_state_backup=backup)
+    first, second, third = result["replies"]
+    assert sum(err for _, err, _ in first) == 0 and sum(err for _, err, _ in second) == 2
+    assert grid.dead_actors == 1 and grid.pools.replaced == 1
+    assert sorted(m["calls"] for _, _, m in third) == last_calls
+    if backup:  # what the driver holds is each node's state after its last completed call
+        assert sorted(int(s["stats"]["calls"]) for s in grid.state_backup.values()) == \
+            [2, 2, 3, 3]
+    else:
+        assert grid.state_backup is None
 
 
 def test_empty_batch_returns_at_once(local_ray) -> None:
