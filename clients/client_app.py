@@ -12,7 +12,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.faults import before_training, corrupt, draw_faults
-from clients.runtime import load_global_model, local_data, model_for, round_seed
+from clients.runtime import client_device, load_global_model, local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, ClientSetup, parse_setup
 from fedsim.tasks.kind import task_kind
 from fedsim.tasks.task import augmentation
@@ -72,12 +72,14 @@ def train(msg: Message, context: Context) -> Message:
     drawn = draw_faults(setup.faults, setup.seed, pid, server_round)
     before_training(drawn)
     train_data, _ = local_data(setup, pid, _data_path(context))
-    model = model_for(setup)
+    device = client_device(setup)
+    model = model_for(setup, device)
     load_global_model(model, msg.content["arrays"])
     t = setup.train
     batches = LocalBatches(train_data, t.batch_size, t.batch_sampling,
                            round_seed(setup.seed, pid, server_round, 0),
-                           augmentation(setup.task), task_kind(setup).batch_loss(train_data, pid))
+                           augmentation(setup.task), task_kind(setup).batch_loss(train_data, pid),
+                           device=device)
     steps = num_local_steps(len(train_data), t.batch_size, t.local_steps, t.local_epochs)
     params = {k: v for k, v in setup.strategy.items() if k != "name"}
     algorithm = get_strategy(setup.strategy["name"]).build_client(params)
@@ -100,7 +102,7 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     setup = parse_setup(str(msg.content["config"][SETUP_KEY]))
     pid = _setup_partition(context, setup)
     _, test_data = local_data(setup, pid, _data_path(context))
-    model = model_for(setup)
+    model = model_for(setup, client_device(setup))
     load_global_model(model, msg.content["arrays"])
     scores = task_kind(setup).evaluate(model, test_data, pid)
     metrics = MetricRecord({**{f"eval-{k}": float(v) for k, v in scores.items()},

@@ -11,11 +11,13 @@ from torch import nn
 
 from fedsim.comm.npy import record_to_torch
 from fedsim.tasks.arrays import ArrayDataset
+from fedsim.tasks.device import module_device, resolve_device
 from fedsim.tasks.kind import TaskKind, task_kind
 from fedsim.tasks.task import client_split
 
 _DATA: dict[tuple, tuple[ArrayDataset, ArrayDataset]] = {}
-_MODELS: dict[TaskKind, nn.Module] = {}
+_MODELS: dict[tuple[TaskKind, torch.device], nn.Module] = {}
+_DEVICES: dict[str, torch.device] = {}  # train.device -> what it means in this process
 # the last global-model record decoded: its (name, payload bytes object) pairs and tensors
 _GLOBAL: list = [None, None]
 # the last (model, global tensors) pair found compatible: their tensors, paired for copy_
@@ -42,25 +44,40 @@ def local_data(setup, partition_id: int,
     return _DATA[key]
 
 
-def model_for(setup) -> nn.Module:
-    """A reusable model instance for the task (its parameters are overwritten every round)."""
-    kind = task_kind(setup)
-    if kind not in _MODELS:
-        _MODELS[kind] = kind.new_model()
-    return _MODELS[kind]
+def client_device(setup) -> torch.device:
+    """The device this process trains the task on (``train.device``, resolved once per
+    process; a task kind that cannot leave the CPU stays there)."""
+    requested = setup.train.device
+    if requested not in _DEVICES:
+        _DEVICES[requested] = resolve_device(requested)
+    return _DEVICES[requested] if task_kind(setup).runs_on_gpu else torch.device("cpu")
 
 
-def global_tensors(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
-    """``record_to_torch(record)``, decoded once for every message that carries these very
-    payloads (an actor's batch shares one global-model record). The tensors are shared:
-    callers copy from them and never modify them."""
-    key = [(name, array.data) for name, array in record.items()]
+def model_for(setup, device: torch.device | None = None) -> nn.Module:
+    """A reusable model instance for the task on ``device`` (default: the CPU); its
+    parameters are overwritten every round."""
+    key = (task_kind(setup), device or torch.device("cpu"))
+    if key not in _MODELS:
+        _MODELS[key] = key[0].new_model().to(key[1])
+    return _MODELS[key]
+
+
+def global_tensors(record: ArrayRecord, device: torch.device | None = None) -> \
+        OrderedDict[str, torch.Tensor]:
+    """``record_to_torch(record)`` on ``device`` (default: the CPU), decoded and moved once
+    for every message that carries these very payloads (an actor's batch shares one
+    global-model record). The tensors are shared: callers copy from them and never modify
+    them."""
+    device = device or torch.device("cpu")
+    key = [device, *((name, array.data) for name, array in record.items())]
     last, tensors = _GLOBAL
-    if last is not None and len(last) == len(key) and all(
+    if last is not None and len(last) == len(key) and last[0] == device and all(
             name == other and data is other_data
-            for (name, data), (other, other_data) in zip(key, last, strict=True)):
+            for (name, data), (other, other_data) in zip(key[1:], last[1:], strict=True)):
         return tensors
     tensors = record_to_torch(record)
+    if device.type != "cpu":
+        tensors = OrderedDict((name, t.to(device)) for name, t in tensors.items())
     _GLOBAL[:] = [key, tensors]
     return tensors
 
@@ -74,7 +91,7 @@ def load_global_model(model: nn.Module, record: ArrayRecord) -> None:
     The pairing of the model's tensors with the global ones is kept while the model and the
     record stay the same (every client half updates the parameters in place). Anything else
     goes through ``load_state_dict`` and its error messages."""
-    tensors = global_tensors(record)
+    tensors = global_tensors(record, module_device(model))
     model_seen, tensors_seen, pairs = _LOADS
     if model_seen is not model or tensors_seen is not tensors:  # a new round or model
         own = model.state_dict(keep_vars=True)

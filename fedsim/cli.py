@@ -50,6 +50,19 @@ def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
     return run_dir, cfg, engine
 
 
+def check_local_device(cfg, engine: str) -> None:
+    """``train.device = cuda`` on an engine whose clients all run on this machine, which has
+    no CUDA: stop before anything starts instead of failing every client (a cluster joined
+    with ``engine.ray_address`` may have GPUs this machine lacks, so it is not checked)."""
+    if not cfg.train.device.startswith("cuda") or (engine == "ray" and cfg.engine.ray_address):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("train.device", cfg.train.device,
+                          "'auto' or 'cpu': torch sees no CUDA device on this machine")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.engine import run_engine
     from fedsim.progress import RoundProgress
@@ -65,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.set)
         preflight(cfg.task, cfg.seed)
         engine = args.engine
+        check_local_device(cfg, engine)
         run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name)
         config_path = (run_dir / CONFIG_FILE).resolve()
         save_config(cfg, config_path)

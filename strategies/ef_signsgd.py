@@ -26,6 +26,7 @@ from flwr.app import Array, ArrayRecord, Message
 from fedsim.comm.codec import Codec
 from fedsim.comm.sign_codec import ScaledSignCodec
 from fedsim.config.fields import setting
+from fedsim.tasks.device import to_numpy
 from fedsim.tasks.training import sgd_steps
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy
@@ -53,12 +54,12 @@ class EFSignClient(ClientAlgorithm):
                          t.weight_decay)
         p = x - model_vector(local.model)
         if RESIDUAL_KEY in local.state.array_records:
-            residual = record_vector(local.state.array_records[RESIDUAL_KEY])
+            residual = record_vector(local.state.array_records[RESIDUAL_KEY], device=p.device)
             if residual.numel() == p.numel():
                 p = p + residual
         codec = ScaledSignCodec()
-        payload = codec.encode(p.numpy())
-        sent = torch.from_numpy(codec.decode(payload, p.numel()))
+        payload = codec.encode(to_numpy(p))
+        sent = torch.from_numpy(codec.decode(payload, p.numel())).to(p.device)
         local.state[RESIDUAL_KEY] = vector_record(p - sent)
         return ClientUpdate(ArrayRecord({k: Array(a) for k, a in payload.items()}),
                             {"train-loss": loss})

@@ -28,6 +28,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FloatCodec
 from fedsim.config.fields import setting
+from fedsim.tasks.device import to_numpy
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
 from strategies.local_steps import run_local_steps
@@ -47,7 +48,7 @@ class FAFEDParams:
 
 
 def _fp32(vec: torch.Tensor) -> ArrayRecord:
-    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(vec.numpy()).items()})
+    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(to_numpy(vec)).items()})
 
 
 class FAFEDClient(ClientAlgorithm):
@@ -59,8 +60,10 @@ class FAFEDClient(ClientAlgorithm):
     def train(self, local: LocalRound) -> ClientUpdate:
         tr = local.train
         x = model_vector(local.model)
-        m = record_vector(local.content[M_KEY]) if M_KEY in local.content else torch.zeros_like(x)
-        v = record_vector(local.content[V_KEY]) if V_KEY in local.content else torch.zeros_like(x)
+        m = (record_vector(local.content[M_KEY], device=x.device) if M_KEY in local.content
+             else torch.zeros_like(x))
+        v = (record_vector(local.content[V_KEY], device=x.device) if V_KEY in local.content
+             else torch.zeros_like(x))
         step = int(local.content[STEP_KEY]["t"]) if STEP_KEY in local.content else 0
         b1, b2 = self.beta1, self.beta2
 

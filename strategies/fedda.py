@@ -30,6 +30,7 @@ from flwr.app import Array, ArrayRecord, Message
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FloatCodec
 from fedsim.config.fields import setting
+from fedsim.tasks.device import to_numpy
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy
 from strategies.local_steps import run_local_steps
@@ -49,7 +50,7 @@ class FedDAParams:
 
 
 def _fp32(vec: torch.Tensor) -> ArrayRecord:
-    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(vec.numpy()).items()})
+    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(to_numpy(vec)).items()})
 
 
 class FedDAClient(ClientAlgorithm):
@@ -61,7 +62,8 @@ class FedDAClient(ClientAlgorithm):
     def train(self, local: LocalRound) -> ClientUpdate:
         t = local.train
         x = model_vector(local.model)
-        mu = (record_vector(local.content[MOMENTUM_KEY]) if MOMENTUM_KEY in local.content
+        mu = (record_vector(local.content[MOMENTUM_KEY], device=x.device)
+              if MOMENTUM_KEY in local.content
               else torch.zeros_like(x))
         acc = torch.zeros_like(x)
         buf: torch.Tensor | None = None

@@ -37,6 +37,7 @@ from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FLOAT_FORMATS, FloatCodec
 from fedsim.comm.int_codec import IntCodec
 from fedsim.config.fields import setting
+from fedsim.tasks.device import to_numpy
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
 from strategies.local_steps import run_local_steps
@@ -73,7 +74,8 @@ class FedLionClient(ClientAlgorithm):
         if steps > MAX_STEPS:
             raise ValueError(f"FedLion packs Delta in at most 16 bits: E <= {MAX_STEPS}")
         x = model_vector(local.model)
-        mu = (record_vector(local.content[MOMENTUM_KEY]) if MOMENTUM_KEY in local.content
+        mu = (record_vector(local.content[MOMENTUM_KEY], device=x.device)
+              if MOMENTUM_KEY in local.content
               else torch.zeros_like(x))
         delta = torch.zeros_like(x)  # integer count of signs: y = x - gamma * delta
 
@@ -85,8 +87,8 @@ class FedLionClient(ClientAlgorithm):
             return x - gamma * delta
 
         _, loss = run_local_steps(local.model, local.batches, steps, lion)
-        arrays = _record(IntCodec(bound=steps).encode(delta.numpy()))
-        momentum = _record(self.momentum_codec.encode(mu.numpy()))
+        arrays = _record(IntCodec(bound=steps).encode(to_numpy(delta)))
+        momentum = _record(self.momentum_codec.encode(to_numpy(mu)))
         return ClientUpdate(arrays, {"train-loss": loss, STEPS_METRIC: steps},
                             extra={MOMENTUM_KEY: momentum})
 

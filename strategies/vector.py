@@ -76,7 +76,8 @@ def grad_vector(model: nn.Module) -> torch.Tensor:
     for key, t in model.state_dict().items():
         p = params.get(key)
         g = p.grad if p is not None else None
-        parts.append(torch.zeros(t.numel()) if g is None else g.detach().reshape(-1).float())
+        parts.append(torch.zeros(t.numel(), device=t.device) if g is None
+                     else g.detach().reshape(-1).float())
     return torch.cat(parts)
 
 
@@ -87,6 +88,9 @@ def vector_record(vec: np.ndarray | torch.Tensor, key: str = "values") -> ArrayR
     return ArrayRecord({key: Array(np.ascontiguousarray(vec, dtype=np.float32))})
 
 
-def record_vector(record: ArrayRecord, key: str = "values") -> torch.Tensor:
-    """Inverse of :func:`vector_record`, as a float32 torch vector."""
-    return torch.from_numpy(np.array(record[key].numpy(), dtype=np.float32))
+def record_vector(record: ArrayRecord, key: str = "values",
+                  device: torch.device | None = None) -> torch.Tensor:
+    """Inverse of :func:`vector_record`, as a float32 torch vector on ``device`` (the CPU by
+    default)."""
+    vec = torch.from_numpy(np.array(record[key].numpy(), dtype=np.float32))
+    return vec if device is None else vec.to(device)

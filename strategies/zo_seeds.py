@@ -63,7 +63,7 @@ class ZOSeedsClient(ClientAlgorithm):
     @torch.no_grad()
     def train(self, local: LocalRound) -> ClientUpdate:
         x = model_vector(local.model)
-        u = directions(int(local.content["config"][SEED_KEY]), self.q, x.numel())
+        u = directions(int(local.content["config"][SEED_KEY]), self.q, x.numel()).to(x.device)
         xb, yb = local.batches.next()
         values = []
         for point in (x, *(x + self.mu * u)):

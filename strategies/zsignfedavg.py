@@ -40,6 +40,7 @@ from fedsim.comm.codec import Codec
 from fedsim.comm.sign_codec import SignCodec
 from fedsim.config.errors import ConfigError
 from fedsim.config.fields import setting
+from fedsim.tasks.device import to_numpy
 from fedsim.tasks.training import sgd_steps
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
@@ -93,7 +94,7 @@ class ZSignClient(ClientAlgorithm):
                          t.weight_decay)
         v = (x - model_vector(local.model)) * delta_factor(self.delta_scale, t.lr, local.steps)
         signs = noisy_sign(v, self.sigma, self.z, local.noise_seed)
-        bits = SignCodec().encode(signs.numpy())
+        bits = SignCodec().encode(to_numpy(signs))
         return ClientUpdate(ArrayRecord({k: Array(a) for k, a in bits.items()}),
                             {"train-loss": loss, STEPS_METRIC: local.steps})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedsim.config.errors import ConfigError
 from fedsim.config.schema import ExperimentConfig
+from fedsim.tasks.device import DEVICE_CHOICES, valid_device
 
 # Input shape each model needs: name -> datasets it can be trained on.
 MODEL_DATASETS: dict[str, tuple[str, ...]] = {
@@ -32,6 +33,8 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     if train.local_steps == 0 and train.local_epochs == 0:
         raise ConfigError("train.local_steps", 0,
                           "local_steps or local_epochs must be at least 1")
+    if not valid_device(train.device):
+        raise ConfigError("train.device", train.device, DEVICE_CHOICES)
     _check_kind(cfg)
     _check_folding(cfg)
     if task.dataset not in MODEL_DATASETS[task.model]:

@@ -64,6 +64,9 @@ class TrainConfig:
     lr: float = setting(0.1, "client learning rate", low=0.0, low_open=True)
     momentum: float = setting(0.0, "client SGD momentum", low=0.0, high=0.999)
     weight_decay: float = setting(0.0, "client weight decay", low=0.0)
+    device: str = setting("auto", "torch device of the clients' local work: auto (a GPU where "
+                          "Ray gave the client's actor one, i.e. a profile with num_gpus, or "
+                          "where a deployed node has CUDA; else the CPU), cpu, cuda or cuda:N")
     node_wait_s: float = setting(300.0, "seconds a round waits for nodes it needs that are not "
                                  "connected (deployment) before it goes on with those that "
                                  "are", low=0.0)

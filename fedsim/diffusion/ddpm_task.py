@@ -29,6 +29,7 @@ from fedsim.diffusion.schedule import sampler_coeffs
 from fedsim.diffusion.training import ddpm_loss
 from fedsim.tasks.arrays import ArrayDataset
 from fedsim.tasks.datasets import HUB_DATASETS
+from fedsim.tasks.device import module_device
 from fedsim.tasks.kind import CentralEvaluator, TaskKind
 from fedsim.tasks.task import central_test
 from fedsim.tasks.training import BatchLoss
@@ -41,8 +42,8 @@ def to_signed_unit(x: torch.Tensor | np.ndarray, dataset: str) -> torch.Tensor:
     x = torch.as_tensor(x, dtype=torch.float32)
     info = HUB_DATASETS.get(dataset)
     if info is not None:
-        mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-        std = torch.tensor(info.std).view(1, -1, 1, 1)
+        mean = torch.tensor(info.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(info.std, device=x.device).view(1, -1, 1, 1)
         x = x * std + mean
     return 2.0 * x - 1.0
 
@@ -63,7 +64,7 @@ def denoising_loss(model: nn.Module, x0: torch.Tensor, seed: int,
         return float("nan")
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    return float(ddpm_loss(model, x0, g, num_train_steps))
+    return float(ddpm_loss(model, x0.to(module_device(model)), g, num_train_steps))
 
 
 class DenoisingDiffusion(TaskKind):

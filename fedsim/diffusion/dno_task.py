@@ -78,6 +78,8 @@ def load_generator(path: str, diffusion: DiffusionConfig,
 class NoiseOptimisation(TaskKind):
     """Federated DNO: z is shared, rewards are private, P(z) is the server's."""
 
+    runs_on_gpu = False  # the frozen generator and the private rewards are CPU-only for now
+
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
         self.spec, self.dno = spec, spec.dno

@@ -25,11 +25,14 @@ def ddpm_loss(
     generator: torch.Generator | None = None,
     num_train_steps: int = 1000,
 ) -> torch.Tensor:
-    """E_{tau, eps} || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, tau) ||^2 (mean)."""
+    """E_{tau, eps} || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, tau) ||^2 (mean).
+
+    tau and eps are drawn on the CPU (the same draws on every device) and moved to x0's."""
     b = x0.shape[0]
     tau = torch.randint(0, num_train_steps, (b,), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     ab = _abar(num_train_steps).to(x0.dtype)[tau].view(b, *([1] * (x0.dim() - 1)))
+    tau, ab = tau.to(x0.device), ab.to(x0.device)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
     return nn.functional.mse_loss(model(x_t, tau), eps)
 

@@ -88,14 +88,27 @@ class ClientActor:
                 ctx.state = states[pid]
 
     def describe(self) -> dict[str, Any]:
-        """Who this actor is, the Ray resources it was given and how many calls it served."""
+        """Who this actor is, the Ray resources it was given, the GPUs it sees (Ray's ids,
+        ``CUDA_VISIBLE_DEVICES``, what torch makes of them and where ``train.device = auto``
+        trains) and how many calls it served."""
         import ray
+        import torch
+
+        from fedsim.tasks.device import resolve_device
 
         rc = ray.get_runtime_context()
+        cuda = torch.cuda.is_available()
         return {"profile": self.profile, "pid": os.getpid(), "actor_id": rc.get_actor_id(),
                 "node_ip": ray.util.get_node_ip_address(),
                 "resources": rc.get_assigned_resources(), "nodes": sorted(self.contexts),
-                "served": dict(self.served)}
+                "partitions": sorted(int(c.node_config["partition-id"])
+                                     for c in self.contexts.values()),
+                "served": dict(self.served), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "torch_cuda_devices": torch.cuda.device_count() if cuda else 0,
+                "torch_cuda_names": [torch.cuda.get_device_name(i)
+                                     for i in range(torch.cuda.device_count())] if cuda else [],
+                "auto_device": str(resolve_device("auto"))}
 
     def handle(self, shared: dict[int, Any], items: list[BatchItem],
                fold: ReplyFold | None = None, deadline: FoldDeadline | None = None,

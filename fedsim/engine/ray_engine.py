@@ -7,6 +7,7 @@ runs the ServerApp, and always shuts the actors and Ray down again.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import warnings
@@ -96,5 +97,21 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
             context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                               state=RecordDict(), run_config=run_config)
             server_app(grid, context)
+            write_actor_report(grid, run_dir)
         finally:
             grid.shutdown()
+
+
+ACTOR_REPORT = "actors.json"
+
+
+def write_actor_report(grid, run_dir: Path) -> None:
+    """``actors.json`` in the results folder: each actor's profile, the Ray resources and GPUs
+    it was given, the device its clients trained on and the calls it served per node."""
+    try:
+        report = grid.describe_actors()
+    except Exception as err:  # noqa: BLE001 - a report must never fail a finished run
+        logging.getLogger(__name__).warning("no %s: the actors could not describe themselves "
+                                            "(%s)", ACTOR_REPORT, err)
+        return
+    (run_dir / ACTOR_REPORT).write_text(json.dumps(report, indent=1, default=str) + "\n")

@@ -44,6 +44,9 @@ class TaskKind(ABC):
     server's ``ExperimentConfig`` or a client's ``ClientSetup``.
     """
 
+    runs_on_gpu = True
+    """Whether the clients' local work may run on ``train.device``'s GPU (else the CPU)."""
+
     def __init__(self, spec: Any) -> None:
         self.task = spec.task
         self.seed = int(spec.seed)

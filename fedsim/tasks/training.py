@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fedsim.tasks.arrays import ArrayDataset
+from fedsim.tasks.device import module_device
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -45,8 +46,9 @@ def random_crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch
     padded = nn.functional.pad(x, (pad, pad, pad, pad))
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    flip = torch.rand(n, generator=g) < 0.5
+    dxs, dys = dx.tolist(), dy.tolist()
+    out = torch.stack([padded[i, :, dys[i]:dys[i] + h, dxs[i]:dxs[i] + w] for i in range(n)])
+    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
     out[flip] = out[flip].flip(-1)
     return out
 
@@ -62,20 +64,26 @@ BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], t
 
 
 class LocalBatches:
-    """Batches of one client's training data as tensors, in a seeded order, and the loss the
-    task scores them with (cross-entropy unless the task kind says otherwise)."""
+    """Batches of one client's training data as tensors on ``device`` (the client's data
+    moves there once a round), in a seeded order, and the loss the task scores them with
+    (cross-entropy unless the task kind says otherwise). The order, the augmentation and the
+    loss's own randomness come from CPU generators, so they are the same on every device."""
 
     def __init__(self, data: ArrayDataset, batch_size: int, mode: str, seed: int,
-                 augment: Augment | None = None, loss: BatchLoss = cross_entropy) -> None:
+                 augment: Augment | None = None, loss: BatchLoss = cross_entropy,
+                 device: torch.device | None = None) -> None:
         self.loss = loss
-        self.x = torch.from_numpy(data.x)
-        self.y = torch.from_numpy(data.y)
+        self.device = device or torch.device("cpu")
+        self.x = torch.from_numpy(data.x).to(self.device)
+        self.y = torch.from_numpy(data.y).to(self.device)
         self.augment = augment
         self.torch_gen = torch.Generator().manual_seed(seed)
         self._indices = batch_indices(len(data), batch_size, mode, np.random.default_rng(seed))
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(next(self._indices))
+        if self.device.type != "cpu":
+            idx = idx.to(self.device)
         xb = self.x[idx]
         if self.augment is not None:
             xb = self.augment(xb, self.torch_gen)
@@ -126,7 +134,8 @@ def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 2048) -> tu
     if len(data) == 0:
         return float("nan"), float("nan")
     loss_sum, correct = 0.0, 0
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    device = module_device(model)
+    x, y = torch.from_numpy(data.x).to(device), torch.from_numpy(data.y).to(device)
     for start in range(0, len(data), batch_size):
         logits = model(x[start:start + batch_size])
         yb = y[start:start + batch_size]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedsim.cli import main
 from fedsim.config import ConfigError, config_from_dict, load_config
@@ -61,6 +62,10 @@ def test_defaults_are_valid_and_overrides_apply(quickstart_path: str) -> None:
         (["--set", "train.lr=0"], "train.lr = 0.0 is invalid"),
         (["--set", "task.alpha=0.01", "--set", "task.min_partition_size=60"],
          "task.min_partition_size = 60 is invalid: Dirichlet sampling"),
+        (["--set", "train.device=gpu"], "train.device = 'gpu' is invalid: 'auto', 'cpu'"),
+        pytest.param(["--set", "train.device=cuda"],
+                     "train.device = 'cuda' is invalid: 'auto' or 'cpu': torch sees no CUDA",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
     ],
 )
 def test_cli_reports_bad_input_without_traceback(quickstart_path: str, tmp_path: Path,

@@ -22,6 +22,14 @@ def test_clients_run_only_on_their_profiles_actors(local_ray) -> None:
     served_by: dict[int, set[str]] = {}
     for actor in grid.actor_report:
         assert actor["resources"] == expected[actor["profile"]], actor
+        # Ray gives the half-GPU actors a (logical) GPU and hides it from the CPU-only ones;
+        # train.device = auto follows: CUDA only on the GPU profile, and only where torch has it
+        gets_gpu = actor["profile"] == "gpu-half"
+        assert bool(actor["gpu_ids"]) == gets_gpu, actor
+        if gets_gpu:
+            assert actor["cuda_visible_devices"] == ",".join(actor["gpu_ids"]), actor
+        cuda = actor["torch_cuda_devices"] > 0
+        assert actor["auto_device"] == ("cuda" if gets_gpu and cuda else "cpu"), actor
         for node in actor["served"]:
             served_by.setdefault(node, set()).add(actor["profile"])
     assert len({a["pid"] for a in grid.actor_report}) == 4
