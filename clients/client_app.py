@@ -74,7 +74,7 @@ def train(msg: Message, context: Context) -> Message:
     train_data, _ = local_data(setup, pid, _data_path(context))
     device = client_device(setup)
     model = model_for(setup, device)
-    load_global_model(model, msg.content["arrays"])
+    load_global_model(model, msg.content["arrays"], device)
     t = setup.train
     batches = LocalBatches(train_data, t.batch_size, t.batch_sampling,
                            round_seed(setup.seed, pid, server_round, 0),
@@ -102,8 +102,9 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     setup = parse_setup(str(msg.content["config"][SETUP_KEY]))
     pid = _setup_partition(context, setup)
     _, test_data = local_data(setup, pid, _data_path(context))
-    model = model_for(setup, client_device(setup))
-    load_global_model(model, msg.content["arrays"])
+    device = client_device(setup)
+    model = model_for(setup, device)
+    load_global_model(model, msg.content["arrays"], device)
     scores = task_kind(setup).evaluate(model, test_data, pid)
     metrics = MetricRecord({**{f"eval-{k}": float(v) for k, v in scores.items()},
                             "num-examples": len(test_data)})

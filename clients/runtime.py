@@ -82,7 +82,8 @@ def global_tensors(record: ArrayRecord, device: torch.device | None = None) -> \
     return tensors
 
 
-def load_global_model(model: nn.Module, record: ArrayRecord) -> None:
+def load_global_model(model: nn.Module, record: ArrayRecord,
+                      device: torch.device | None = None) -> None:
     """``model.load_state_dict(record.to_torch_state_dict())``, without its cost per call.
 
     The global model is decoded once per batch (:func:`global_tensors`) and, when its names,
@@ -90,8 +91,9 @@ def load_global_model(model: nn.Module, record: ArrayRecord) -> None:
     ``load_state_dict`` walks every module with its hooks (about 75 us for the small CNN).
     The pairing of the model's tensors with the global ones is kept while the model and the
     record stay the same (every client half updates the parameters in place). Anything else
-    goes through ``load_state_dict`` and its error messages."""
-    tensors = global_tensors(record, module_device(model))
+    goes through ``load_state_dict`` and its error messages. ``device``: the model's (found
+    from its parameters when not given)."""
+    tensors = global_tensors(record, device or module_device(model))
     model_seen, tensors_seen, pairs = _LOADS
     if model_seen is not model or tensors_seen is not tensors:  # a new round or model
         own = model.state_dict(keep_vars=True)

@@ -74,8 +74,9 @@ class LocalBatches:
                  device: torch.device | None = None) -> None:
         self.loss = loss
         self.device = device or torch.device("cpu")
-        self.x = torch.from_numpy(data.x).to(self.device)
-        self.y = torch.from_numpy(data.y).to(self.device)
+        self.x, self.y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+        if self.device.type != "cpu":
+            self.x, self.y = self.x.to(self.device), self.y.to(self.device)
         self.augment = augment
         self.torch_gen = torch.Generator().manual_seed(seed)
         self._indices = batch_indices(len(data), batch_size, mode, np.random.default_rng(seed))

@@ -52,7 +52,7 @@ def test_asking_for_cuda_without_it_names_the_field(monkeypatch) -> None:
         resolve_device("cuda:1")
 
 
-def test_the_driver_is_not_a_ray_actor(local_ray_free=None) -> None:
+def test_the_driver_is_not_a_ray_actor() -> None:
     """Outside any Ray actor (here: no Ray at all) the rule sees no assignment."""
     assert device_module._ray_actor_gpus() is None
 
