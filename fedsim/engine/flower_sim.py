@@ -7,6 +7,8 @@ process started for it (local SuperLink, SuperExec, simulation, Ray) is stopped.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from fedsim.config.schema import ExperimentConfig
 from fedsim.engine.processes import free_port, stop_flower_home
+from fedsim.engine.profiles import build_profiles
 
 
 def app_pyproject(name: str, serverapp: str, config_keys: tuple[str, ...]) -> str:
@@ -64,6 +67,29 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
+def federation_config(cfg: ExperimentConfig) -> str:
+    """``--federation-config`` of the run: one SuperNode per client, and ClientApp actors with
+    the config's device profile's resources. Flower's simulation has one resource spec for
+    all clients, so with several profiles the first one's is used, with a warning. ``flwr
+    run`` takes whole CPUs per client only, so a profile's ``num_cpus`` is met by giving the
+    local Ray ``cores / num_cpus`` logical CPUs at 1 a client: the same number of actors
+    (reference/flower-1.41.md §6.3). ``engine.num_gpus`` sets Ray's logical GPUs (0: detected)."""
+    profiles = build_profiles(cfg.engine.profiles)
+    if len(profiles) > 1:
+        logging.getLogger(__name__).warning(
+            "engine flower: Flower's simulation gives every client the same resources; using "
+            "profile %r's (num_cpus %g, num_gpus %g) for all. The ray engine honours each "
+            "profile.", profiles[0].name, profiles[0].num_cpus, profiles[0].num_gpus)
+    profile = profiles[0]
+    cores = cfg.engine.num_cpus or os.cpu_count() or 1
+    parts = [f"num-supernodes={cfg.task.num_clients}", "client-resources-num-cpus=1",
+             f"client-resources-num-gpus={float(profile.num_gpus)!r}",
+             f"init-args-num-cpus={max(1, math.floor(cores / profile.num_cpus + 1e-9))}"]
+    if cfg.engine.num_gpus:
+        parts.append(f"init-args-num-gpus={float(cfg.engine.num_gpus)!r}")
+    return " ".join(parts)
+
+
 def run_flower(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     """Run the experiment with ``flwr run`` on Flower's simulation engine (Ray backend)."""
     work = Path(tempfile.mkdtemp(prefix="fedsim-flwr-"))
@@ -72,8 +98,7 @@ def run_flower(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     app_dir.mkdir(parents=True)
     (app_dir / "pyproject.toml").write_text(APP_PYPROJECT)
     env = flower_env(flwr_home)
-    federation = (f"num-supernodes={cfg.task.num_clients} client-resources-num-cpus=1 "
-                  f"init-args-num-cpus={os.cpu_count() or 1}")
+    federation = federation_config(cfg)
     cmd = [str(Path(sys.executable).parent / "flwr"), "run", str(app_dir), "--stream",
            "--federation-config", federation, "-c", f'config-path="{config_path}"']
     log_path = run_dir / "flower.log"
