@@ -3,6 +3,7 @@ and joining an existing Ray cluster started with `ray start --head`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +40,11 @@ def test_ray_engine_matches_inprocess_and_reports_simulated_time(tmp_path: Path)
     assert rows[-1]["cumulative_simulated_seconds"] == pytest.approx(
         sum(r["simulated_seconds"] for r in rows))
     assert (ray_dir / "accuracy_vs_simulated_time.png").exists()
+    actors = json.loads((ray_dir / "actors.json").read_text())  # who ran where, on what
+    assert actors and all(a["auto_device"] == "cpu" and a["gpu_ids"] == [] for a in actors)
+    served = sorted(int(n) for a in actors for n in a["served"])
+    assert len(served) == len(set(served))  # each node on one actor only
+    assert sorted(p for a in actors for p in a["partitions"]) == list(range(10))
 
 
 def test_ray_engine_matches_flower_simulation(tmp_path: Path) -> None:
