@@ -23,17 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app import ConfigRecord, Message
 
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FloatCodec
 from fedsim.config.fields import setting
-from fedsim.tasks.device import to_numpy
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
 from strategies.local_steps import run_local_steps
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
-from strategies.vector import model_vector, record_vector, vector_record
+from strategies.vector import fp32_record, model_vector, record_vector, vector_record
 
 M_KEY, V_KEY, STEP_KEY = "adam-m", "adam-v", "adam-step"
 
@@ -45,10 +44,6 @@ class FAFEDParams:
     beta1: float = setting(0.9, "Adam beta1", low=0.0, high=1.0)
     beta2: float = setting(0.999, "Adam beta2", low=0.0, high=1.0)
     eps: float = setting(1e-6, "Adam epsilon", low=0.0, low_open=True)
-
-
-def _fp32(vec: torch.Tensor) -> ArrayRecord:
-    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(to_numpy(vec)).items()})
 
 
 class FAFEDClient(ClientAlgorithm):
@@ -76,8 +71,8 @@ class FAFEDClient(ClientAlgorithm):
             return y - tr.lr * (m_hat / (v_hat.sqrt() + self.eps) + tr.weight_decay * y)
 
         y, loss = run_local_steps(local.model, local.batches, local.steps, adamw)
-        return ClientUpdate(_fp32(y), {"train-loss": loss, STEP_KEY: step},
-                            extra={M_KEY: _fp32(m), V_KEY: _fp32(v)})
+        return ClientUpdate(fp32_record(y), {"train-loss": loss, STEP_KEY: step},
+                            extra={M_KEY: fp32_record(m), V_KEY: fp32_record(v)})
 
 
 class FAFEDStrategy(CodedStrategy):

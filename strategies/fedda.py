@@ -25,17 +25,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import ArrayRecord, Message
 
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FloatCodec
 from fedsim.config.fields import setting
-from fedsim.tasks.device import to_numpy
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy
 from strategies.local_steps import run_local_steps
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
-from strategies.vector import model_vector, record_vector, vector_record
+from strategies.vector import fp32_record, model_vector, record_vector, vector_record
 
 MOMENTUM_KEY = "momentum"
 
@@ -47,10 +46,6 @@ class FedDAParams:
     beta: float = setting(0.9, "EMA coefficient of the tracked momentum", low=0.0, high=1.0)
     server_lr: float = setting(1.0, "eta_g: x <- x - eta_g * gamma * mean(P)", low=0.0,
                                low_open=True)
-
-
-def _fp32(vec: torch.Tensor) -> ArrayRecord:
-    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(to_numpy(vec)).items()})
 
 
 class FedDAClient(ClientAlgorithm):
@@ -77,7 +72,8 @@ class FedDAClient(ClientAlgorithm):
             return y - t.lr * buf
 
         _, loss = run_local_steps(local.model, local.batches, local.steps, sgd_momentum)
-        return ClientUpdate(_fp32(acc), {"train-loss": loss}, extra={MOMENTUM_KEY: _fp32(mu)})
+        return ClientUpdate(fp32_record(acc), {"train-loss": loss},
+                            extra={MOMENTUM_KEY: fp32_record(mu)})
 
 
 class FedDAStrategy(CodedStrategy):

@@ -19,7 +19,9 @@ import torch
 from flwr.app import Array, ArrayRecord
 from torch import nn
 
+from fedsim.comm.float_codec import FloatCodec
 from fedsim.comm.npy import view
+from fedsim.tasks.device import to_numpy
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,16 @@ def grad_vector(model: nn.Module) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def fp32_record(vec: torch.Tensor) -> ArrayRecord:
+    """A vector as ``FloatCodec("fp32")`` encodes it for uplink (the whole vector at 32 bits
+    per parameter: FAFED's and FedDA's client replies)."""
+    return ArrayRecord({k: Array(a) for k, a in FloatCodec("fp32").encode(to_numpy(vec)).items()})
+
+
 def vector_record(vec: np.ndarray | torch.Tensor, key: str = "values") -> ArrayRecord:
     """A float32 vector as a one-Array record (downlink state such as global momentum)."""
     if isinstance(vec, torch.Tensor):
-        vec = vec.detach().cpu().numpy()
+        vec = to_numpy(vec)
     return ArrayRecord({key: Array(np.ascontiguousarray(vec, dtype=np.float32))})
 
 
