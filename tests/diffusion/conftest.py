@@ -2,7 +2,8 @@
 
 The DDPM trains once per session (about 15 s on a loaded 2-core machine) and is cached in pytest's
 cache folder keyed by its settings, so later sessions load it in milliseconds. Delete
-``.pytest_cache`` (or run with ``--cache-clear``) to retrain.
+``.pytest_cache`` (or run with ``--cache-clear``) to retrain; with ``-p no:cacheprovider`` it
+trains into a temporary folder every session.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def ddpm(request, digits) -> EpsMLP:
+def ddpm(request, digits, tmp_path_factory) -> EpsMLP:
     """The tiny trained eps-network (frozen, eval mode)."""
     key = json.dumps({"model": DDPM_CONFIG.__dict__, "train": DDPM_TRAIN, "v": 1}, sort_keys=True)
     name = "ddpm-" + hashlib.sha1(key.encode()).hexdigest()[:12] + ".pt"
-    path = request.config.cache.mkdir("fedsim-diffusion") / name
+    cache = getattr(request.config, "cache", None)  # None under ``-p no:cacheprovider``
+    folder = cache.mkdir("fedsim-diffusion") if cache is not None \
+        else tmp_path_factory.mktemp("fedsim-diffusion")
+    path = folder / name
     torch.manual_seed(0)
     model = EpsMLP(DDPM_CONFIG)
     if path.exists():
