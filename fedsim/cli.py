@@ -51,15 +51,22 @@ def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
 
 
 def check_local_device(cfg, engine: str) -> None:
-    """``train.device = cuda`` on an engine whose clients all run on this machine, which has
-    no CUDA: stop before anything starts instead of failing every client (a cluster joined
-    with ``engine.ray_address`` may have GPUs this machine lacks, so it is not checked)."""
-    if not cfg.train.device.startswith("cuda") or (engine == "ray" and cfg.engine.ray_address):
+    """``eval.device = cuda`` (the central evaluation runs here on every engine), or
+    ``train.device = cuda`` on an engine whose clients all run on this machine, which has no
+    CUDA: stop before anything starts instead of failing every client (a cluster joined with
+    ``engine.ray_address`` may have GPUs this machine lacks, so its clients' device is not
+    checked)."""
+    wanted = [("eval.device", cfg.eval.device)]
+    if not (engine == "ray" and cfg.engine.ray_address):
+        wanted.insert(0, ("train.device", cfg.train.device))
+    wanted = [(field, device) for field, device in wanted if device.startswith("cuda")]
+    if not wanted:
         return
     import torch
 
     if not torch.cuda.is_available():
-        raise ConfigError("train.device", cfg.train.device,
+        field, device = wanted[0]
+        raise ConfigError(field, device,
                           "'auto' or 'cpu': torch sees no CUDA device on this machine")
 
 
@@ -174,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``fedsim``'s exit code: 0 done, 2 bad input (argparse's usage errors included: they
+    have printed their one line naming the argument; ``--help`` returns 0)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
         return args.func(args)
     except ConfigError as err:

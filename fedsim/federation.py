@@ -45,6 +45,7 @@ from fedsim.engine.threads import driver_threads
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
 from fedsim.results.writer import METRICS_FILE, PROBLEMS_FILE, ResultsWriter, read_metrics
+from fedsim.tasks.device import resolve_device
 from fedsim.tasks.kind import task_kind
 from strategies.registry import Sampling, get_strategy
 
@@ -247,7 +248,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     kind = task_kind(cfg)
     setup_changes = kind.prepare(run_dir)
     setup = ClientSetup.from_experiment(_with_changes(cfg, setup_changes)).to_json()
-    evaluator = kind.central_evaluator(run_dir)
+    evaluator = kind.central_evaluator(run_dir, resolve_device(cfg.eval.device, "eval.device")
+                                       if kind.evaluates_on_gpu else None)
     arrays = kind.initial_arrays()
     first_round, clock_offset = 1, 0.0
     ckpt = load_checkpoint(run_dir)

@@ -35,6 +35,12 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                           "local_steps or local_epochs must be at least 1")
     if not valid_device(train.device):
         raise ConfigError("train.device", train.device, DEVICE_CHOICES)
+    if not valid_device(ev.device):
+        raise ConfigError("eval.device", ev.device, DEVICE_CHOICES)
+    if task.kind != "classification" and ev.device.startswith("cuda"):
+        raise ConfigError("eval.device", ev.device,
+                          f"'auto' or 'cpu' for task.kind = {task.kind!r} (its central "
+                          "evaluation runs on the CPU)")
     _check_kind(cfg)
     _check_folding(cfg)
     if task.dataset not in MODEL_DATASETS[task.model]:

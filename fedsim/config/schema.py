@@ -82,6 +82,9 @@ class EvalConfig:
     federated_clients: int = setting(0, "clients asked to evaluate (0: all clients)", low=0)
     target_accuracy: float = setting(0.9, "accuracy target for rounds-to-target and "
                                      "uplink-to-target", low=0.0, high=1.0)
+    device: str = setting("auto", "torch device of the central evaluation in the server "
+                          "process: auto (CUDA where torch sees one there, for classification "
+                          "tasks; the CPU for diffusion and dno), cpu, cuda or cuda:N")
 
 
 @dataclass

@@ -92,7 +92,9 @@ class DenoisingDiffusion(TaskKind):
         return {"loss": denoising_loss(model, x0, self.seed * 1_000_003 + partition_id,
                                        self.diffusion.num_train_steps)}
 
-    def central_evaluator(self, run_dir: Path) -> CentralEvaluator:
+    def central_evaluator(self, run_dir: Path,
+                          device: torch.device | None = None) -> CentralEvaluator:
+        """On the CPU, whatever ``device`` (``eval.device = cuda`` is refused for this kind)."""
         return SampleQuality(self, central_test(self.task, self.seed), run_dir)
 
 

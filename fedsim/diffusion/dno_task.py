@@ -166,7 +166,9 @@ class NoiseOptimisation(TaskKind):
         new = torch.from_numpy(z) - dno.server_lr * step.to(torch.float32)
         return ArrayRecord({"z": new.contiguous()})
 
-    def central_evaluator(self, run_dir: Path) -> CentralEvaluator:
+    def central_evaluator(self, run_dir: Path,
+                          device: torch.device | None = None) -> CentralEvaluator:
+        """On the CPU, whatever ``device`` (``eval.device = cuda`` is refused for this kind)."""
         return NoiseReport(self, run_dir)
 
 

@@ -39,12 +39,13 @@ def _ray_actor_gpus() -> list | None:
     return list(ray.get_gpu_ids())
 
 
-def resolve_device(requested: str = "auto") -> torch.device:
-    """The device ``train.device = requested`` means in this process (see the module doc)."""
+def resolve_device(requested: str = "auto", field: str = "train.device") -> torch.device:
+    """The device ``field = requested`` means in this process (see the module doc; the same
+    rules place the server's central evaluation, ``eval.device``, in the driver)."""
     import torch
 
     if not valid_device(requested):
-        raise ValueError(f"train.device = {requested!r} is not one of {DEVICE_CHOICES}")
+        raise ValueError(f"{field} = {requested!r} is not one of {DEVICE_CHOICES}")
     if requested == "cpu":
         return torch.device("cpu")
     if requested == "auto":
@@ -53,11 +54,11 @@ def resolve_device(requested: str = "auto") -> torch.device:
         gpus = _ray_actor_gpus()
         return torch.device("cpu") if gpus is not None and not gpus else torch.device("cuda")
     if not torch.cuda.is_available():
-        raise ValueError(f"train.device = {requested!r} but torch sees no CUDA device on this "
+        raise ValueError(f"{field} = {requested!r} but torch sees no CUDA device on this "
                          f"machine (torch {torch.__version__}); use 'auto' or 'cpu'")
     device = torch.device(requested)
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"train.device = {requested!r} but this process sees "
+        raise ValueError(f"{field} = {requested!r} but this process sees "
                          f"{torch.cuda.device_count()} CUDA device(s)")
     return device
 

@@ -46,6 +46,8 @@ class TaskKind(ABC):
 
     runs_on_gpu = True
     """Whether the clients' local work may run on ``train.device``'s GPU (else the CPU)."""
+    evaluates_on_gpu = False
+    """Whether the server's central evaluation may run on ``eval.device``'s GPU."""
 
     def __init__(self, spec: Any) -> None:
         self.task = spec.task
@@ -73,8 +75,10 @@ class TaskKind(ABC):
         ``loss``; keys become ``eval-<key>`` in the reply)."""
 
     @abstractmethod
-    def central_evaluator(self, run_dir: Path) -> CentralEvaluator:
-        """The server's evaluator, writing any files (sample grids) into ``run_dir``."""
+    def central_evaluator(self, run_dir: Path,
+                          device: torch.device | None = None) -> CentralEvaluator:
+        """The server's evaluator, writing any files (sample grids) into ``run_dir``, on
+        ``device`` (the CPU when None, and always for kinds that do not ``evaluates_on_gpu``)."""
 
     def server_update(self, arrays: ArrayRecord, server_round: int) -> ArrayRecord:
         """A server-side step after aggregation (identity except for DNO's P(z))."""
@@ -89,6 +93,8 @@ class TaskKind(ABC):
 class Classification(TaskKind):
     """Cross-entropy on labelled images; evaluated by loss and accuracy."""
 
+    evaluates_on_gpu = True
+
     def new_model(self) -> nn.Module:
         return new_model(self.task)
 
@@ -100,13 +106,17 @@ class Classification(TaskKind):
         loss, acc = evaluate(model, data)
         return {"loss": loss, "accuracy": acc}
 
-    def central_evaluator(self, run_dir: Path) -> CentralEvaluator:
-        return _AccuracyEvaluator(self, central_test(self.task, self.seed))
+    def central_evaluator(self, run_dir: Path,
+                          device: torch.device | None = None) -> CentralEvaluator:
+        return _AccuracyEvaluator(self, central_test(self.task, self.seed), device)
 
 
 class _AccuracyEvaluator(CentralEvaluator):
-    def __init__(self, kind: Classification, data: ArrayDataset) -> None:
-        self.model = kind.new_model()
+    """Loss and accuracy on the central test set, the model kept on ``device``."""
+
+    def __init__(self, kind: Classification, data: ArrayDataset,
+                 device: torch.device | None = None) -> None:
+        self.model = kind.new_model().to(device or torch.device("cpu"))
         self.data = data
 
     def __call__(self, arrays: ArrayRecord, server_round: int) -> dict[str, float]:

@@ -57,6 +57,7 @@ def test_defaults_are_valid_and_overrides_apply(quickstart_path: str) -> None:
     ("argv_tail", "expected"),
     [
         (["--set", "train.rounds"], "expected KEY=VALUE"),
+        (["--set", "-x"], "error: argument --set: expected one argument"),  # argparse's
         (["--set", "train.rounds=-1"], "train.rounds = -1 is invalid"),
         (["--set", "task.partitioner=random"], "task.partitioner = 'random' is invalid"),
         (["--set", "train.lr=0"], "train.lr = 0.0 is invalid"),
@@ -65,6 +66,10 @@ def test_defaults_are_valid_and_overrides_apply(quickstart_path: str) -> None:
         (["--set", "train.device=gpu"], "train.device = 'gpu' is invalid: 'auto', 'cpu'"),
         pytest.param(["--set", "train.device=cuda"],
                      "train.device = 'cuda' is invalid: 'auto' or 'cpu': torch sees no CUDA",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
+        # the central evaluation runs on this machine even when the clients join a cluster
+        pytest.param(["--set", "eval.device=cuda", "--set", "engine.ray_address=127.0.0.1:1"],
+                     "eval.device = 'cuda' is invalid: 'auto' or 'cpu': torch sees no CUDA",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
     ],
 )

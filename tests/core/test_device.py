@@ -69,3 +69,29 @@ def test_batches_on_an_explicit_cpu_device_are_the_default_bits() -> None:
         models.append(model.state_dict())
     for key in models[0]:
         assert torch.equal(models[0][key], models[1][key])
+
+
+# ------------------------------------------------------------------------ eval.device
+@pytest.mark.parametrize("value", ["auto", "cpu", "cuda", "cuda:1"])
+def test_eval_device_takes_the_same_values(value: str) -> None:
+    assert config_from_dict({"eval": {"device": value}}).eval.device == value
+
+
+def test_a_bad_eval_device_is_refused_naming_its_field() -> None:
+    with pytest.raises(ConfigError, match="eval.device") as err:
+        config_from_dict({"eval": {"device": "gpu"}})
+    assert "'auto', 'cpu', 'cuda' or 'cuda:N'" in str(err.value)
+
+
+def test_cuda_evaluation_is_refused_for_task_kinds_that_evaluate_on_the_cpu() -> None:
+    cfg = {"task": {"kind": "diffusion", "model": "eps-mlp"}, "strategy": {"name": "fedavg"}}
+    assert config_from_dict({**cfg, "eval": {"device": "auto"}}).eval.device == "auto"
+    with pytest.raises(ConfigError, match="eval.device") as err:
+        config_from_dict({**cfg, "eval": {"device": "cuda"}})
+    assert "task.kind = 'diffusion'" in str(err.value)
+
+
+def test_the_evaluation_device_error_names_eval_device(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^eval.device = 'cuda' but torch sees no CUDA"):
+        resolve_device("cuda", "eval.device")

@@ -111,3 +111,34 @@ def test_a_failing_round_keeps_the_rows_before_it(
     # round 2 was still waiting for its closing when round 3 failed: it is written anyway
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all("central_accuracy" in r for r in rows)
+
+
+@pytest.mark.parametrize("requested", ["auto", "cpu"])
+def test_the_central_evaluation_runs_where_eval_device_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, requested: str) -> None:
+    """The round loop resolves ``eval.device`` in the server process (auto: CUDA where torch
+    sees one there) and the evaluator keeps its model on that device for every evaluation."""
+    import torch
+
+    import fedsim.federation as federation
+    from fedsim.tasks.kind import _AccuracyEvaluator
+
+    asked: list[tuple[str, str]] = []
+    placed: list[str] = []
+
+    def resolve(value: str, field: str) -> torch.device:
+        asked.append((value, field))
+        return torch.device("cpu")
+
+    real = _AccuracyEvaluator.__call__
+
+    def spy(self, arrays, server_round):
+        placed.append(str(next(self.model.parameters()).device))
+        return real(self, arrays, server_round)
+
+    monkeypatch.setattr(federation, "resolve_device", resolve)
+    monkeypatch.setattr(_AccuracyEvaluator, "__call__", spy)
+    code, _ = run_cli(tmp_path / "r", *ROUNDS, f"eval.device={requested}")
+    assert code == 0
+    assert asked == [(requested, "eval.device")]
+    assert placed == ["cpu"] * 5

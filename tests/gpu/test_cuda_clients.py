@@ -66,3 +66,20 @@ def test_a_fractional_gpu_profile_trains_on_its_gpu(tmp_path) -> None:
     assert devices == {"cpu-box": "cpu", "gpu-half": "cuda"}, actors
     assert all(a["gpu_ids"] for a in actors if a["profile"] == "gpu-half"), actors
     assert rows[-1]["central_accuracy"] > rows[0]["central_accuracy"]
+
+
+def test_the_central_evaluation_on_cuda_matches_the_cpu() -> None:
+    """``eval.device = cuda``: the same global model scores the same on the GPU (loss to
+    float tolerance, at most one test example's prediction differs at a tie)."""
+    from fedsim.config import config_from_dict
+    from fedsim.tasks.kind import task_kind
+
+    cfg = config_from_dict({"task": {"dataset": "digits", "model": "digits-cnn"}})
+    kind = task_kind(cfg)
+    arrays = kind.initial_arrays()
+    cpu = kind.central_evaluator(Path("."), torch.device("cpu"))(arrays, 0)
+    gpu_evaluator = kind.central_evaluator(Path("."), torch.device("cuda"))
+    assert next(gpu_evaluator.model.parameters()).is_cuda
+    gpu = gpu_evaluator(arrays, 0)
+    assert gpu["central_loss"] == pytest.approx(cpu["central_loss"], rel=1e-4)
+    assert abs(gpu["central_accuracy"] - cpu["central_accuracy"]) <= 1 / len(gpu_evaluator.data)
