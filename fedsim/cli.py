@@ -76,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.results.writer import CONFIG_FILE, SUMMARY_FILE
     from fedsim.tasks.task import preflight
 
+    started = time.monotonic()
     if args.resume:
         run_dir, cfg, engine = resume_target(args)
         config_path = (run_dir / CONFIG_FILE).resolve()
@@ -111,7 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         acc = s.get("final_accuracy")
         reached = (f"; final accuracy {acc:.4f}; rounds to {s['target_accuracy']:.0%}: "
                    f"{s.get('rounds_to_target')}" if acc is not None else "")
-        print(f"fedsim: done in {s.get('wall_seconds') or 0:.1f} s{reached}", file=sys.stderr)
+        rounds_s = s.get("wall_seconds") or 0.0
+        print(f"fedsim: done in {time.monotonic() - started:.1f} s ({rounds_s:.1f} s in the "
+              f"federation, the rest starting and stopping the engine){reached}",
+              file=sys.stderr)
         if s.get("final_task_metrics"):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in s["final_task_metrics"].items())
             print(f"fedsim: final {shown}", file=sys.stderr)

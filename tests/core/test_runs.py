@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,13 @@ from helpers import metrics_without_times, run_cli, summary
 SHORT = ("train.rounds=6", "eval.federated_every=3")
 
 
-def test_short_run_learns_and_writes_results(tmp_path: Path) -> None:
+def test_short_run_learns_and_writes_results(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
     code, run_dir = run_cli(tmp_path / "a", *SHORT)
     assert code == 0
+    done = re.search(r"done in ([\d.]+) s \(([\d.]+) s in the federation, the rest starting "
+                     r"and stopping the engine\); final accuracy", capsys.readouterr().err)
+    assert done is not None and float(done[1]) >= float(done[2]) > 0
     rows = read_metrics(run_dir)
     assert [r["round"] for r in rows] == list(range(7))
     assert rows[0]["central_accuracy"] < 0.3
