@@ -2,6 +2,7 @@
 
     python benchmarks/engine.py [--rounds 20] [--repeat 3] [--pfl-python /path/to/venv/bin/python]
     python benchmarks/engine.py --scale      # 1000 clients, 10 % per round, 50 rounds
+    python benchmarks/engine.py --no-sgd     # (b), (b1), (bf), (b1f) with no-op SGD steps
 
 Workload: digits, the small CNN (``digits-cnn``, 38,282 parameters), 100 IID clients, all of
 them training every round, 5 local SGD steps on batches of 16 drawn with replacement, FedAvg,
@@ -24,12 +25,17 @@ driver, Ray, its workers, Flower's SuperLink), as summed RSS (every 0.1 s) and P
 new RSS peaks, at most every 2 s: reading it costs the measured engines CPU). Then the serial
 overhead per client call, ((b1) - (a)) per round / clients, and the goals, for fedsim's default
 (one reply per client) and for folded replies.
+
+``--no-sgd`` runs fedsim's four configurations with a ClientApp whose SGD steps are a no-op
+(``benchmarks/no_sgd_client.py``): a round then lasts what the engine and the ServerApp cost,
+without the noise of 100 clients' training, and is reported per round and per client.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -185,7 +191,7 @@ def steady(round_seconds: list[float]) -> float:
 
 # ---------------------------------------------------------------------------- configurations
 def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, per_round: int,
-               actors: int, fold: bool = False) -> dict:
+               actors: int, fold: bool = False, no_sgd: bool = False) -> dict:
     cpus = os.cpu_count() or 1
     extra = PROFILE.format(cpus=cpus, actors=actors, fold=str(fold).lower()) \
         if engine == "ray" else ""
@@ -194,10 +200,13 @@ def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, pe
                                       engine=extra))
     out = work / name
     metrics = out / "metrics.jsonl"
-    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(config), "--engine", engine,
-           "--out", str(out)]
-    t0, wall, sampler = launch(cmd, {"FLWR_HOME": str(work / "flwr-home")}, metrics,
-                               work / f"{name}.log")
+    program = [str(REPO / "benchmarks" / "no_sgd_client.py")] if no_sgd else ["-m", "fedsim.cli"]
+    cmd = [sys.executable, *program, "run", str(config), "--engine", engine, "--out", str(out)]
+    env = {"FLWR_HOME": str(work / "flwr-home")}
+    if no_sgd:  # the actors import the no-op ClientApp from benchmarks/
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "benchmarks"),
+                                             os.environ.get("PYTHONPATH", "")])
+    t0, wall, sampler = launch(cmd, env, metrics, work / f"{name}.log")
     rows = [json.loads(line) for line in metrics.read_text().splitlines()][1:]
     return {"steady": steady([r["round_seconds"] for r in rows]),
             "startup": (sampler.first_line_at or t0) - t0, "wall": wall,
@@ -503,7 +512,13 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
         C: lambda w: run_fedsim(
             w, "c", "flower", args.rounds, args.clients, args.clients, cores),
     }
-    pfl_python = args.pfl_python or default_pfl_python()
+    if args.no_sgd:
+        runs = {name: functools.partial(
+            run_fedsim, name=short, engine="ray", rounds=args.rounds, clients=args.clients,
+            per_round=args.clients, actors=actors, fold=fold, no_sgd=True)
+            for name, short, actors, fold in ((B, "b", cores, False), (B1, "b1", 1, False),
+                                              (BF, "bf", cores, True), (B1F, "b1f", 1, True))}
+    pfl_python = None if args.no_sgd else args.pfl_python or default_pfl_python()
     if pfl_python:
         runs[D] = lambda w: run_pfl(w, pfl_python, args.rounds, args.clients)
     passes: dict[str, list[dict]] = {}
@@ -521,6 +536,9 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
             passes.setdefault(name, []).append(outcome)
             print(f"  done {name} (pass {rep + 1}/{args.repeat}): {cpu_load()}", flush=True)
     results = {name: median_run(outcomes) for name, outcomes in passes.items()}
+    if args.no_sgd:
+        report_engine_alone(results, passes, args)
+        return
     if not pfl_python:
         results[D] = {"error": "skipped: no Python with pfl "
                                                "(--pfl-python or FEDSIM_PFL_PYTHON)"}
@@ -546,6 +564,23 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
             what = "goals" if args.repeat == 1 else \
                 "goals from the median passes (the pass-by-pass medians above are steadier)"
             print(f"{what}, {label}:\n{goals(results, args.clients, b_key, b1_key)}")
+    print(f"after: {cpu_load()}")
+
+
+def report_engine_alone(results: dict[str, dict], passes: dict[str, list[dict]],
+                        args: argparse.Namespace) -> None:
+    """``--no-sgd``: what a round costs the engine and the ServerApp, per round and client."""
+    print(f"\nengine alone (SGD steps a no-op): digits, digits-cnn, {args.clients} clients all "
+          f"in every round, {args.rounds} rounds; steady = mean of rounds 3..{args.rounds}")
+    for name, outcomes in passes.items():
+        ok = [o["steady"] for o in outcomes if "error" not in o]
+        best = results[name]
+        if not ok:
+            print(f"  {name:<34}failed: {best.get('error', '')[:200]}")
+            continue
+        print(f"  {name:<34}{best['steady'] * 1e3:7.1f} ms a round, "
+              f"{best['steady'] * 1e3 / args.clients:.3f} ms a client (passes: "
+              + ", ".join(f"{v * 1e3:.1f}" for v in ok) + ")")
     print(f"after: {cpu_load()}")
 
 
@@ -585,6 +620,8 @@ def main() -> None:
                         help="interleaved passes; each configuration reports its median pass")
     parser.add_argument("--scale", action="store_true", help="the 1000-client scale run")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--no-sgd", action="store_true",
+                        help="fedsim's configurations with no-op SGD steps: the engine alone")
     args = parser.parse_args()
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
