@@ -123,14 +123,20 @@ def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
 
 def test_a_hung_client_times_out_fails_and_its_actor_is_replaced(tmp_path: Path) -> None:
     """A client that sleeps 60 s against a 4 s phase limit: the round ends on time, its
-    actor's clients count as failures and the next round runs on a fresh actor."""
+    actor's clients count as failures and the next round runs on a fresh actor. (Training
+    only: the clock counts time-outs of every phase, and on a slow machine a fresh actor's
+    imports can take a federated evaluation past 4 s too.)"""
     start = time.monotonic()
     code, run_dir = run_cli(tmp_path / "hang", "train.rounds=2", "train.clients_per_round=10",
                             "faults.straggler_rate=0.15", "faults.straggler_delay=60",
-                            "engine.phase_timeout_s=4", "engine.num_cpus=2", engine="ray")
+                            "engine.phase_timeout_s=4", "engine.num_cpus=2",
+                            "eval.federated_every=0", engine="ray")
     assert code == 0
-    assert time.monotonic() - start < 60
     rows = read_metrics(run_dir)[1:]
+    # no round waits for its 60 s straggler (the run's start-up is not counted: a slow
+    # machine takes most of a minute to start Ray and two actors)
+    assert all(r["round_seconds"] < 40 for r in rows), [r["round_seconds"] for r in rows]
+    assert time.monotonic() - start < 180
     timed_out = sum(r["timed_out_clients"] for r in rows)
     assert timed_out > 0
     assert sum(r["train_failures"] for r in rows) == timed_out
