@@ -32,7 +32,10 @@ def test_flower_engine_matches_inprocess_and_leaves_nothing_running(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the run's FLWR_HOME goes here
-    overrides = ("train.rounds=2", "train.clients_per_round=6", "eval.federated_every=2")
+    # eval.device = cpu: Flower's ServerApp process sees a GPU machine's CUDA (this one does
+    # not, tests/conftest.py), and the rows are compared bit for bit
+    overrides = ("train.rounds=2", "train.clients_per_round=6", "eval.federated_every=2",
+                 "eval.device=cpu")
     code, flower_dir = run_cli(tmp_path / "flower", *overrides, engine="flower")
     assert code == 0
     _, local_dir = run_cli(tmp_path / "local", *overrides, engine="inprocess")

@@ -48,10 +48,11 @@ def test_ray_engine_matches_inprocess_and_reports_simulated_time(tmp_path: Path)
 
 
 def test_ray_engine_matches_flower_simulation(tmp_path: Path) -> None:
-    """Equivalence: one homogeneous profile, same config, same model as Flower's engine."""
-    code, ray_dir = run_cli(tmp_path / "ray", *SMALL, engine="ray")
+    """Equivalence: one homogeneous profile, same config, same model as Flower's engine
+    (both evaluated on the CPU: Flower's ServerApp process would see a GPU machine's CUDA)."""
+    code, ray_dir = run_cli(tmp_path / "ray", *SMALL, "eval.device=cpu", engine="ray")
     assert code == 0
-    code, flower_dir = run_cli(tmp_path / "flower", *SMALL, engine="flower")
+    code, flower_dir = run_cli(tmp_path / "flower", *SMALL, "eval.device=cpu", engine="flower")
     assert code == 0
     ray_rows = engine_independent(metrics_without_times(ray_dir))
     flower_rows = engine_independent(metrics_without_times(flower_dir))
