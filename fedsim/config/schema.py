@@ -214,6 +214,10 @@ class EngineConfig:
     fold_replies: bool = setting(False, "each actor sums its clients' train replies before they "
                                  "travel, as pfl-research does (strategies fedavg and fedadam;"
                                  " equal to unfolded results within float tolerance)")
+    fold_block: int = setting(10, "with fold_replies: consecutive clients of a device profile "
+                              "that always run on one actor and fold into one reply, so the "
+                              "results do not depend on the number of actors (larger: fewer "
+                              "replies to move, coarser load balance)", low=1)
     client_state_backup: bool = setting(True, "the driver keeps a copy of each client's "
                                         "non-empty context.state after every call, so the "
                                         "clients of a replaced actor resume from it as on "

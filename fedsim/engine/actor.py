@@ -10,7 +10,7 @@ once, and each message gets a private shallow copy of them before the ClientApp 
 ClientApps may consume their input (``to_torch_state_dict(keep_input=False)``); a ClientApp
 that sets ``fedsim_keeps_inputs = True`` (fedsim's own) only reads them and skips the copy.
 With a :class:`~fedsim.engine.fold.ReplyFold` the batch's clean train replies are summed into
-one reply before they leave the actor (``engine.fold_replies``).
+one reply per fold block before they leave the actor (``engine.fold_replies``).
 
 This module is imported inside Ray workers; it keeps no module-level mutable state (Ray pickles
 actor classes by value, so such state would be a copy; reference/grid-on-ray.md §5).
@@ -112,19 +112,24 @@ class ClientActor:
 
     def handle(self, shared: dict[int, Any], items: list[BatchItem],
                fold: ReplyFold | None = None, deadline: FoldDeadline | None = None,
-               send_states: bool = False) -> tuple[list[Outcome], Message | None,
-                                                   dict[int, RecordDict]]:
-        """Run the ClientApp on each message of the batch, in order; with ``fold``, also the
-        reply that sums the clean train replies that are on time (which come back as None);
-        with ``send_states``, the non-empty ``Context.state`` of every node that ran (by
-        node id), for the driver's copy."""
-        folded = FoldSum(fold) if fold is not None else None
+               send_states: bool = False, blocks: list[int] | None = None,
+               ) -> tuple[list[Outcome], dict[int, Message], dict[int, RecordDict]]:
+        """Run the ClientApp on each message of the batch, in order; with ``fold``, also one
+        reply per fold block (``blocks[i]``: item ``i``'s; None: one block) that sums the
+        block's clean train replies that are on time (which come back as None); with
+        ``send_states``, the non-empty ``Context.state`` of every node that ran (by node
+        id), for the driver's copy."""
+        sums: dict[int, FoldSum] = {}
         outcomes = []
         for index, (metadata, keys) in enumerate(items):
             msg, reply, seconds = self._one(shared, metadata, keys)
             size = message_bytes(reply)
-            if folded is not None and not (deadline and deadline.late(index, seconds, size)) \
-                    and folded.add(msg, reply):
+            folding = fold is not None and not (deadline and deadline.late(index, seconds, size))
+            if folding:
+                block = blocks[index] if blocks is not None else 0
+                if block not in sums:
+                    sums[block] = FoldSum(fold)
+            if folding and sums[block].add(msg, reply):
                 outcomes.append((None, seconds, size, message_payload_bytes(reply)))
             else:
                 outcomes.append((reply, seconds, size, 0))
@@ -134,7 +139,8 @@ class ClientActor:
                 state = self.contexts[metadata.dst_node_id].state
                 if len(state):
                     states[metadata.dst_node_id] = state
-        return outcomes, folded.reply() if folded is not None else None, states
+        folded = {block: reply for block, s in sums.items() if (reply := s.reply()) is not None}
+        return outcomes, folded, states
 
     def _one(self, shared: dict[int, Any], metadata: Metadata,
              keys: dict[str, int]) -> tuple[Message, Message, float]:

@@ -5,7 +5,10 @@ al. 2017, Algorithm 1), and so are its metrics. A weighted average of partial we
 each weighted by its partial ``sum n_i``, is the same average, so an actor may reduce the
 replies of the clients it ran to one reply before anything crosses to the driver, as
 pfl-research's workers do (Granlund et al. 2024, arXiv 2404.06430, §3). The driver then moves
-and averages one reply per actor instead of one per client.
+and averages one reply per fold block instead of one per client. A fold block is
+``engine.fold_block`` consecutive clients of a device profile, always placed on one actor
+(``fedsim.engine.pool.place_nodes``), so which replies are summed together, and in what
+order, does not depend on the number of actors.
 
 What stays per client: the reply checks (a reply that the strategy would reject, or an error,
 is sent back on its own and reported as usual), the byte meter (each folded client's reply is
@@ -13,8 +16,8 @@ measured in the actor, :class:`FoldReceipt`) and the virtual clock (with a deadl
 that arrives too late in simulated time is sent back on its own, :class:`FoldDeadline`, and
 the driver's clock drops it as it drops every straggler). What changes: the partial
 sums are float64, so the result equals the unfolded one within float tolerance, not bit for
-bit, and it depends on how clients are grouped into actors (the same seed and number of
-actors give the same bits, whatever order the actors finish in).
+bit; the same seed and ``fold_block`` give the same bits on any number of actors, whatever
+order they finish in.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each profile's actors are created with that profile's Ray resources (``num_cpus``, fractional
 ``num_gpus``), so Ray places them where those resources exist, and a client only ever runs on an
 actor of its own profile. The node -> actor mapping is fixed because the node's Context lives
-there (:func:`place_nodes`: round-robin, or by each client's local work when it differs).
+there (:func:`place_nodes`: round-robin, or by each client's local work when it differs,
+in blocks of clients that fold their replies together).
 A dead actor is replaced by a fresh one with the same resources; its nodes get fresh Contexts,
 holding the states the driver kept for them if it kept any (``RayGrid``).
 """
@@ -58,31 +59,45 @@ def pool_sizes(profiles: list[DeviceProfile], clients: list[int],
     return sizes
 
 
-def place_nodes(node_profile: dict[int, int], sizes: list[int],
-                node_work: dict[int, float] | None = None) -> dict[int, ActorKey]:
-    """The static node -> (profile, actor slot) placement.
+def node_blocks(node_profile: dict[int, int], block: int) -> dict[int, int]:
+    """Each node's block: the ``k``-th node of a profile (in partition order) is in block
+    ``k // block`` of that profile. A block always runs on one actor (:func:`place_nodes`),
+    which is what lets folded replies (``fedsim.engine.fold``) not depend on the actor count."""
+    rank = [0] * (max(node_profile.values(), default=0) + 1)
+    blocks = {}
+    for node_id, p in node_profile.items():  # in partition order
+        blocks[node_id] = rank[p] // block
+        rank[p] += 1
+    return blocks
 
-    Without work estimates, node ``k`` of a profile (in partition order) goes to actor
-    ``k mod K``. With them (clients whose local steps differ: ``local_epochs`` on partitions of
-    unequal size), the heaviest node goes first onto the least-loaded actor of its profile
-    (longest processing time first, Graham 1969: within 4/3 of the best makespan), so the
-    actors of a profile finish a full round together. Ties keep partition order.
+
+def place_nodes(node_profile: dict[int, int], sizes: list[int],
+                node_work: dict[int, float] | None = None,
+                block: int = 1) -> dict[int, ActorKey]:
+    """The static node -> (profile, actor slot) placement, whole blocks of ``block`` nodes at
+    a time (:func:`node_blocks`; 1: node by node).
+
+    Without work estimates, block ``k`` of a profile goes to actor ``k mod K``. With them
+    (clients whose local steps differ: ``local_epochs`` on partitions of unequal size), the
+    heaviest block goes first onto the least-loaded actor of its profile (longest processing
+    time first, Graham 1969: within 4/3 of the best makespan), so the actors of a profile
+    finish a full round together. Ties keep partition order.
     """
-    placement: dict[int, ActorKey] = {}
+    blocks = node_blocks(node_profile, block)
+    groups: dict[tuple[int, int], list[int]] = {}  # (profile, block) -> its nodes
+    for node_id, p in node_profile.items():
+        groups.setdefault((p, blocks[node_id]), []).append(node_id)
+    slot_of: dict[tuple[int, int], int] = {}
     if node_work is None:
-        rank = [0] * len(sizes)
-        for node_id, p in node_profile.items():  # in partition order
-            placement[node_id] = (p, rank[p] % sizes[p])
-            rank[p] += 1
-        return placement
-    loads = [[0.0] * k for k in sizes]
-    order = sorted(enumerate(node_profile), key=lambda item: (-node_work[item[1]], item[0]))
-    for _, node_id in order:
-        p = node_profile[node_id]
-        slot = min(range(sizes[p]), key=lambda s: (loads[p][s], s))
-        loads[p][slot] += node_work[node_id]
-        placement[node_id] = (p, slot)
-    return {n: placement[n] for n in node_profile}
+        slot_of = {(p, b): b % sizes[p] for p, b in groups}
+    else:
+        loads = [[0.0] * k for k in sizes]
+        work = {g: sum(node_work[n] for n in nodes) for g, nodes in groups.items()}
+        for _, (p, b) in sorted(enumerate(groups), key=lambda item: (-work[item[1]], item[0])):
+            slot = min(range(sizes[p]), key=lambda s: (loads[p][s], s))
+            loads[p][slot] += work[(p, b)]
+            slot_of[(p, b)] = slot
+    return {n: (p, slot_of[(p, blocks[n])]) for n, p in node_profile.items()}
 
 
 class ActorPools:
@@ -90,7 +105,8 @@ class ActorPools:
 
     def __init__(self, profiles: list[DeviceProfile], node_profile: dict[int, int],
                  make_context: Callable[[int], Context], client_app_ref: str,
-                 timer: str, node_work: dict[int, float] | None = None) -> None:
+                 timer: str, node_work: dict[int, float] | None = None,
+                 block: int = 1) -> None:
         self.profiles = profiles
         self.make_context = make_context
         self.client_app_ref = client_app_ref
@@ -98,8 +114,10 @@ class ActorPools:
         counts = [0] * len(profiles)
         for p in node_profile.values():
             counts[p] += 1
-        self.sizes = pool_sizes(profiles, counts, ray.cluster_resources())
-        self.placement = place_nodes(node_profile, self.sizes, node_work)
+        # no more actors than a profile has blocks: a block never spreads over two
+        self.sizes = [min(k, math.ceil(n / block)) for k, n in zip(
+            pool_sizes(profiles, counts, ray.cluster_resources()), counts, strict=True)]
+        self.placement = place_nodes(node_profile, self.sizes, node_work, block)
         self.nodes_of: dict[ActorKey, list[int]] = {}
         for node_id, key in self.placement.items():
             self.nodes_of.setdefault(key, []).append(node_id)

@@ -92,7 +92,8 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
                        # a cluster's actors hold no core of this machine
                        actors_share_this_machine=not cfg.engine.ray_address,
                        partition_work=work, inline_bytes=inline_bytes,
-                       client_state_backup=cfg.engine.client_state_backup)
+                       client_state_backup=cfg.engine.client_state_backup,
+                       fold_block=cfg.engine.fold_block if cfg.engine.fold_replies else 1)
         try:
             context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                               state=RecordDict(), run_config=run_config)

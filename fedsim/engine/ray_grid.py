@@ -17,9 +17,11 @@ on Flower's SuperNodes, which keep the Contexts when a ClientApp process dies.
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
 
-With ``fold_train_replies`` (``engine.fold_replies``) each actor sums its clients' clean train
-replies into one (``fedsim.engine.fold``): the phase returns one reply per actor in place of
-its folded clients, ``fold_counts`` says how many clients each stands for and
+With ``fold_train_replies`` (``engine.fold_replies``) each actor sums the clean train replies
+of each fold block's clients into one (``fedsim.engine.fold``; a block is ``fold_block``
+consecutive nodes of a profile, always on one actor): the phase returns one reply per block in
+place of its folded clients, in the order of the block's first instruction, so the sum does not
+depend on the actor count either; ``fold_counts`` says how many clients each stands for and
 ``fold_receipts`` what each folded client's reply measured, for the meter.
 """
 
@@ -41,7 +43,7 @@ from fedsim.config.schema import DeviceProfile
 from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.fold import FoldDeadline, FoldReceipt, ReplyFold
-from fedsim.engine.pool import ActorKey, ActorPools
+from fedsim.engine.pool import ActorKey, ActorPools, node_blocks
 from fedsim.engine.profiles import round_fate
 from fedsim.engine.ray_engine import RAY_INLINE_BYTES
 from fedsim.engine.threads import driver_threads
@@ -90,7 +92,8 @@ class RayGrid(VirtualGrid):
                  compute_timer: str = "cpu", fixed_compute_s: float = 1.0,
                  phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False,
                  partition_work: list[int] | None = None,
-                 inline_bytes: int = RAY_INLINE_BYTES, client_state_backup: bool = True) -> None:
+                 inline_bytes: int = RAY_INLINE_BYTES, client_state_backup: bool = True,
+                 fold_block: int = 1) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
@@ -102,7 +105,9 @@ class RayGrid(VirtualGrid):
             if partition_work is not None else None
         self.pools = ActorPools(self.profiles, self.node_profile, self._fresh_context,
                                 client_app_ref, "cpu" if compute_timer == "fixed" else
-                                compute_timer, node_work=work)
+                                compute_timer, node_work=work, block=fold_block)
+        # fold blocks: consecutive nodes of a profile that share an actor and one folded reply
+        self.node_block = node_blocks(self.node_profile, fold_block)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
         # shared records up to this size travel inside each actor call (Ray's limit for
@@ -190,9 +195,11 @@ class RayGrid(VirtualGrid):
                                     self.fixed_compute_s,
                                     [self._deliveries[i].down_bytes for i in batch]) \
                     if deadline else None
+                blocks = [self.node_block[self._deliveries[i].ins.metadata.dst_node_id]
+                          for i in batch] if folding else None
                 ref = self.pools.actor(key).handle.remote(
                     table, items, self._fold if folding else None, late,
-                    self.state_backup is not None)
+                    self.state_backup is not None, blocks)
                 self._inflight[ref] = (key, batch)
         if not deadline:  # the clock's download sizes, while the actors already train
             self._size_downlinks(ids)
@@ -280,23 +287,24 @@ class RayGrid(VirtualGrid):
                 continue
             if self.state_backup is not None:
                 self.state_backup.update(states)
-            carrier, count = None, 0  # the first folded client carries the folded reply
+            carriers: dict[int, list] = {}  # fold block -> [its first folded client, count]
             for msg_id, (reply, compute_s, up_bytes, payload) in zip(batch, outcomes,
                                                                     strict=True):
                 d = self._deliveries[msg_id]
                 d.compute_s = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
                 d.up_bytes = up_bytes
                 if reply is None:
-                    d.folded = True
-                    carrier, count = carrier or d, count + 1
+                    d.folded = True  # the block's first folded client carries its reply
+                    carriers.setdefault(self.node_block[d.ins.metadata.dst_node_id],
+                                        [d, 0])[1] += 1
                     self.fold_receipts.append(
                         FoldReceipt(d.ins.metadata.dst_node_id, up_bytes, payload))
                     continue
                 d.reply = self.receive(d.ins, reply)
                 if d.reply is reply:  # accepted as sent: the actor measured this very message
                     self._reply_bytes[reply.metadata.message_id] = up_bytes
-            if carrier is not None and folded is not None:
-                carrier.reply = self.receive(carrier.ins, folded)
+            for block, (carrier, count) in carriers.items():
+                carrier.reply = self.receive(carrier.ins, folded[block])
                 self.fold_counts[id(carrier.reply)] = count
                 self._folded_this_round += count
 

@@ -5,6 +5,7 @@ still sees every client's own reply."""
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_folded_run_equals_unfolded_within_float_tolerance_and_meters_every_clie
     code, plain = run_cli(tmp_path / "plain", *SMALL, engine="ray")
     assert code == 0
     code, folded = run_cli(tmp_path / "folded", *SMALL, "engine.fold_replies=true",
-                           engine="ray")
+                           "engine.fold_block=3", engine="ray")
     assert code == 0
     rows, frows = read_metrics(plain)[1:], read_metrics(folded)[1:]
     assert len(rows) == len(frows) == 3
@@ -105,10 +106,15 @@ def test_folded_run_equals_unfolded_within_float_tolerance_and_meters_every_clie
         assert "folded_replies" not in row
         assert frow["central_loss"] == pytest.approx(row["central_loss"], rel=1e-4)
         assert frow["train_loss"] == pytest.approx(row["train_loss"], rel=1e-4)
-    # the same seed and number of actors: the same bits, whichever actor finishes first
-    code, again = run_cli(tmp_path / "again", *SMALL, "engine.fold_replies=true", engine="ray")
+    # the same seed and fold blocks of 3 clients: the same bits on 3 actors as on 2 (each
+    # block runs on one actor, and the blocks' replies are averaged in instruction order)
+    code, again = run_cli(tmp_path / "again", *SMALL, "engine.fold_replies=true",
+                          "engine.fold_block=3",
+                          "engine.profiles=[{name='cpu', actors=3, num_cpus=0.5}]", engine="ray")
     assert code == 0
     assert metrics_without_times(again) == metrics_without_times(folded)
+    placed = json.loads((again / "actors.json").read_text())
+    assert sorted(len(a["partitions"]) for a in placed) == [3, 3, 4]  # whole blocks
 
 
 @pytest.mark.slow

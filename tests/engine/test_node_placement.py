@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from fedsim.config import config_from_dict
-from fedsim.engine.pool import place_nodes
+from fedsim.engine.pool import node_blocks, place_nodes
 from fedsim.tasks.task import client_split, local_steps_per_client
 
 
@@ -53,3 +53,23 @@ def test_local_epochs_give_each_client_its_own_step_count() -> None:
     assert max(lpt.values()) - min(lpt.values()) <= max(steps)
     fixed = config_from_dict({"train": {"local_steps": 5}})
     assert local_steps_per_client(fixed.task, fixed.train, fixed.seed) is None
+
+
+def test_fold_blocks_stay_whole_on_one_actor_for_any_actor_count() -> None:
+    # profile 0 holds nodes 0..6 (blocks of 3: {0,1,2}, {3,4,5}, {6}); profile 1 nodes 7..9
+    node_profile = {n: 0 if n < 7 else 1 for n in range(10)}
+    blocks = node_blocks(node_profile, 3)
+    assert blocks == {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1, 6: 2, 7: 0, 8: 0, 9: 0}
+    for sizes in ([1, 1], [2, 1], [3, 2]):
+        for work in (None, {n: float(n % 4 + 1) for n in node_profile}):
+            placement = place_nodes(node_profile, sizes, work, block=3)
+            for node, (p, slot) in placement.items():
+                assert p == node_profile[node] and slot < sizes[p]
+                # every node of a block is on its block's actor
+                assert {placement[m] for m in node_profile
+                        if node_profile[m] == p and blocks[m] == blocks[node]} == {(p, slot)}
+    assert place_nodes(node_profile, [2, 1], block=3) == {
+        **dict.fromkeys((0, 1, 2, 6), (0, 0)), **dict.fromkeys((3, 4, 5), (0, 1)),
+        **dict.fromkeys((7, 8, 9), (1, 0))}
+    # blocks of one node place node by node, as without blocks
+    assert place_nodes(node_profile, [3, 2], block=1) == place_nodes(node_profile, [3, 2])
