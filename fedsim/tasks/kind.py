@@ -26,7 +26,7 @@ from fedsim.config.build import to_dict
 from fedsim.tasks.arrays import ArrayDataset
 from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES
 from fedsim.tasks.task import central_test, new_model
-from fedsim.tasks.training import BatchLoss, cross_entropy, evaluate
+from fedsim.tasks.training import BatchLoss, cross_entropy, evaluate, evaluate_tensors
 
 
 class CentralEvaluator(ABC):
@@ -112,16 +112,19 @@ class Classification(TaskKind):
 
 
 class _AccuracyEvaluator(CentralEvaluator):
-    """Loss and accuracy on the central test set, the model kept on ``device``."""
+    """Loss and accuracy on the central test set, the model and the test set kept on
+    ``device`` (copied there once, not every round)."""
 
     def __init__(self, kind: Classification, data: ArrayDataset,
                  device: torch.device | None = None) -> None:
-        self.model = kind.new_model().to(device or torch.device("cpu"))
-        self.data = data
+        device = device or torch.device("cpu")
+        self.model = kind.new_model().to(device)
+        self.x = torch.from_numpy(data.x).to(device)
+        self.y = torch.from_numpy(data.y).to(device)
 
     def __call__(self, arrays: ArrayRecord, server_round: int) -> dict[str, float]:
         self.model.load_state_dict(record_to_torch(arrays))
-        loss, acc = evaluate(self.model, self.data)
+        loss, acc = evaluate_tensors(self.model, self.x, self.y)
         return {"central_loss": loss, "central_accuracy": acc}
 
 

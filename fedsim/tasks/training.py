@@ -131,15 +131,23 @@ def sgd_steps(model: nn.Module, batches: LocalBatches, steps: int, lr: float,
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 2048) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``data``."""
+    device = module_device(model)
+    return evaluate_tensors(model, torch.from_numpy(data.x).to(device),
+                            torch.from_numpy(data.y).to(device), batch_size)
+
+
+@torch.no_grad()
+def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     batch_size: int = 2048) -> tuple[float, float]:
+    """:func:`evaluate` on inputs and labels already on the model's device (a central
+    evaluator keeps them there rather than copying the test set every round)."""
     model.eval()
-    if len(data) == 0:
+    if len(y) == 0:
         return float("nan"), float("nan")
     loss_sum, correct = 0.0, 0
-    device = module_device(model)
-    x, y = torch.from_numpy(data.x).to(device), torch.from_numpy(data.y).to(device)
-    for start in range(0, len(data), batch_size):
+    for start in range(0, len(y), batch_size):
         logits = model(x[start:start + batch_size])
         yb = y[start:start + batch_size]
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())
-    return loss_sum / len(data), correct / len(data)
+    return loss_sum / len(y), correct / len(y)

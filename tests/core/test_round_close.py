@@ -134,6 +134,7 @@ def test_the_central_evaluation_runs_where_eval_device_says(
 
     def spy(self, arrays, server_round):
         placed.append(str(next(self.model.parameters()).device))
+        assert self.x.device == self.y.device == next(self.model.parameters()).device
         return real(self, arrays, server_round)
 
     monkeypatch.setattr(federation, "resolve_device", resolve)

@@ -79,7 +79,9 @@ def test_the_central_evaluation_on_cuda_matches_the_cpu() -> None:
     arrays = kind.initial_arrays()
     cpu = kind.central_evaluator(Path("."), torch.device("cpu"))(arrays, 0)
     gpu_evaluator = kind.central_evaluator(Path("."), torch.device("cuda"))
+    # the model and the test set live on the GPU (the test set copied there once)
     assert next(gpu_evaluator.model.parameters()).is_cuda
+    assert gpu_evaluator.x.is_cuda and gpu_evaluator.y.is_cuda
     gpu = gpu_evaluator(arrays, 0)
     assert gpu["central_loss"] == pytest.approx(cpu["central_loss"], rel=1e-4)
-    assert abs(gpu["central_accuracy"] - cpu["central_accuracy"]) <= 1 / len(gpu_evaluator.data)
+    assert abs(gpu["central_accuracy"] - cpu["central_accuracy"]) <= 1 / len(gpu_evaluator.y)
