@@ -40,7 +40,7 @@ from fedsim.checkpoint import (
     save_checkpoint,
     truncate_metrics,
 )
-from fedsim.config.schema import ExperimentConfig
+from fedsim.config.schema import EngineConfig, ExperimentConfig
 from fedsim.engine.threads import driver_threads
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
@@ -120,6 +120,9 @@ def _meter_uplink(meter: RoundMeter, grid: Grid, replies: list[Message]) -> None
 def _reply_folding(cfg: ExperimentConfig, grid: Grid) -> bool:
     """Whether this run folds train replies in the engine (``engine.fold_replies``)."""
     if not cfg.engine.fold_replies:
+        if cfg.engine.fold_block != EngineConfig.fold_block:
+            log.warning("engine.fold_block = %d is ignored: replies are folded only with "
+                        "engine.fold_replies = true", cfg.engine.fold_block)
         return False
     if not hasattr(grid, "fold_train_replies"):
         log.warning("engine.fold_replies is ignored: only the fedsim Ray engine folds replies")

@@ -137,3 +137,16 @@ def test_folding_with_a_deadline_drops_the_same_stragglers(tmp_path: Path) -> No
             assert frow[key] == row[key], key
         assert frow["folded_replies"] == frow["train_replies"] == 10 - row["stragglers"]
         assert frow["central_loss"] == pytest.approx(row["central_loss"], rel=1e-4)
+
+
+def test_fold_block_without_folding_is_reported_as_ignored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        code, _ = run_cli(tmp_path / "r", "train.rounds=1", "eval.federated_every=0",
+                          "engine.fold_block=3")
+    assert code == 0
+    assert "engine.fold_block = 3 is ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the default block size says nothing
+        code, _ = run_cli(tmp_path / "d", "train.rounds=1", "eval.federated_every=0")
+    assert code == 0 and "fold_block" not in caplog.text
