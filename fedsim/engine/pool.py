@@ -118,6 +118,8 @@ class ActorPools:
         self.sizes = [min(k, math.ceil(n / block)) for k, n in zip(
             pool_sizes(profiles, counts, ray.cluster_resources()), counts, strict=True)]
         self.placement = place_nodes(node_profile, self.sizes, node_work, block)
+        # each node's fold block (consecutive nodes of a profile that share an actor)
+        self.node_block = node_blocks(node_profile, block)
         self.nodes_of: dict[ActorKey, list[int]] = {}
         for node_id, key in self.placement.items():
             self.nodes_of.setdefault(key, []).append(node_id)

@@ -43,7 +43,7 @@ from fedsim.config.schema import DeviceProfile
 from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.fold import FoldDeadline, FoldReceipt, ReplyFold
-from fedsim.engine.pool import ActorKey, ActorPools, node_blocks
+from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
 from fedsim.engine.ray_engine import RAY_INLINE_BYTES
 from fedsim.engine.threads import driver_threads
@@ -106,8 +106,6 @@ class RayGrid(VirtualGrid):
         self.pools = ActorPools(self.profiles, self.node_profile, self._fresh_context,
                                 client_app_ref, "cpu" if compute_timer == "fixed" else
                                 compute_timer, node_work=work, block=fold_block)
-        # fold blocks: consecutive nodes of a profile that share an actor and one folded reply
-        self.node_block = node_blocks(self.node_profile, fold_block)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
         # shared records up to this size travel inside each actor call (Ray's limit for
@@ -195,7 +193,7 @@ class RayGrid(VirtualGrid):
                                     self.fixed_compute_s,
                                     [self._deliveries[i].down_bytes for i in batch]) \
                     if deadline else None
-                blocks = [self.node_block[self._deliveries[i].ins.metadata.dst_node_id]
+                blocks = [self.pools.node_block[self._deliveries[i].ins.metadata.dst_node_id]
                           for i in batch] if folding else None
                 ref = self.pools.actor(key).handle.remote(
                     table, items, self._fold if folding else None, late,
@@ -295,7 +293,7 @@ class RayGrid(VirtualGrid):
                 d.up_bytes = up_bytes
                 if reply is None:
                     d.folded = True  # the block's first folded client carries its reply
-                    carriers.setdefault(self.node_block[d.ins.metadata.dst_node_id],
+                    carriers.setdefault(self.pools.node_block[d.ins.metadata.dst_node_id],
                                         [d, 0])[1] += 1
                     self.fold_receipts.append(
                         FoldReceipt(d.ins.metadata.dst_node_id, up_bytes, payload))
