@@ -88,13 +88,16 @@ class Registry(Generic[T]):
     """Names of one kind of extension (``kind``), filled from entry point group ``group``.
 
     ``check(obj)`` returns the usable object for whatever was registered or referenced (a
-    spec instance, a factory, ...) or raises TypeError saying what was expected.
+    spec instance, a factory, ...) or raises TypeError saying what was expected. ``prefixes``
+    abbreviate dotted references: ``{"flwr:": "flwr.serverapp.strategy:"}`` makes
+    ``"flwr:FedProx"`` mean ``"flwr.serverapp.strategy:FedProx"``.
     """
 
-    def __init__(self, kind: str, group: str,
-                 check: Callable[[Any], T] | None = None) -> None:
+    def __init__(self, kind: str, group: str, check: Callable[[Any], T] | None = None,
+                 prefixes: dict[str, str] | None = None) -> None:
         self.kind, self.group = kind, group
         self._check = check or (lambda obj: obj)
+        self._prefixes = dict(prefixes or {})
         self._loaded: dict[str, T] = {}
         self._entries: dict[str, Entry] = {}
         self._entry_points: dict[str, Any] | None = None
@@ -171,7 +174,7 @@ class Registry(Generic[T]):
         if name in self._loaded:
             return self._loaded[name]
         if is_dotted(name):
-            obj = import_dotted(name)
+            obj = import_dotted(self.expand(name))
         else:
             ep = self._discover().get(name)
             if ep is None:
@@ -185,6 +188,13 @@ class Registry(Generic[T]):
         checked = self._checked(name, obj)
         self._loaded[name] = checked
         return checked
+
+    def expand(self, reference: str) -> str:
+        """``reference`` with an abbreviating prefix (see ``prefixes``) written out."""
+        for short, full in self._prefixes.items():
+            if reference.startswith(short):
+                return full + reference[len(short):]
+        return reference
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (is_dotted(name) or name in self.names())
