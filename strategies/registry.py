@@ -82,5 +82,21 @@ def strategy_names() -> list[str]:
 def get_strategy(name: str) -> StrategySpec:
     specs = _load()
     if name not in specs:
+        if ":" in name:
+            specs[name] = _by_reference(name)
+            return specs[name]
         raise KeyError(f"unknown strategy {name!r}; known: {', '.join(sorted(specs))}")
     return specs[name]
+
+
+def _by_reference(name: str) -> StrategySpec:
+    """A StrategySpec, or a Flower strategy class adapted to one, named by reference."""
+    from fedsim.registry import import_dotted
+
+    ref = "flwr.serverapp.strategy:" + name[5:] if name.startswith("flwr:") else name
+    obj = import_dotted(ref)
+    if isinstance(obj, StrategySpec):
+        return obj
+    from strategies.flower_adapter import flower_strategy_spec
+
+    return flower_strategy_spec(obj, name)

@@ -77,9 +77,13 @@ def resolve_strategy_params(strategy: dict[str, Any]) -> dict[str, Any]:
     from strategies.registry import get_strategy, strategy_names
 
     name = strategy.get("name", "fedavg")
-    if not isinstance(name, str) or name not in strategy_names():
-        raise ConfigError("strategy.name", name, "one of " + ", ".join(strategy_names()))
-    spec = get_strategy(name)
+    allowed = "one of " + ", ".join(strategy_names()) + ", flwr:<Flower strategy>"
+    if not isinstance(name, str):
+        raise ConfigError("strategy.name", name, allowed)
+    try:
+        spec = get_strategy(name)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ConfigError("strategy.name", name, f"{allowed} ({err})") from None
     params = {k: v for k, v in strategy.items() if k != "name"}
     built = build_dataclass(spec.params_cls, params, "strategy.")
     spec.check(built)
