@@ -7,12 +7,12 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_HOME ?= $(CURDIR)/.flwr_home
 
-.PHONY: run test test-fast lint bench bench-uplink bench-parataa clean
+.PHONY: run test test-fast lint docs bench bench-uplink bench-parataa clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -33,6 +33,10 @@ bench-uplink: $(STAMP)
 
 bench-parataa: $(STAMP)
 	$(BIN)/python benchmarks/parataa.py
+
+docs: $(STAMP)
+	$(BIN)/python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from fedsim.config import ConfigError, load_config, save_config
+from fedsim.config.load import environment_overrides
 from fedsim.run_dirs import RUN_FILE, new_run_dir
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -83,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         if not args.config:
             raise ConfigError("CONFIG", None, "an experiment file (or --resume RUN_DIR)")
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, [*environment_overrides(), *args.set])
         preflight(cfg.task, cfg.seed)
         engine = args.engine
         check_local_device(cfg, engine)
@@ -167,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run from its last checkpoint")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set train.rounds=50 (repeatable)")
+                     help="override a setting, e.g. --set train.rounds=50 (repeatable; "
+                     "FEDSIM_SET in the environment adds space-separated ones first)")
     run.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                      help=f"what carries the messages (default: {DEFAULT_ENGINE})")
     run.add_argument("--out", help="results folder (default: OUTPUT_DIR/NAME-TIMESTAMP)")

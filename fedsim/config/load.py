@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[path[-1]] = value
     return data
+
+
+ENV_OVERRIDES = "FEDSIM_SET"
+
+
+def environment_overrides() -> list[str]:
+    """``KEY=VALUE`` overrides from the ``FEDSIM_SET`` environment variable (space-separated),
+    applied by ``fedsim run`` before its own ``--set`` options: small settings for smoke tests
+    and CI, e.g. ``FEDSIM_SET="train.rounds=2 eval.federated_every=0"``."""
+    items = os.environ.get(ENV_OVERRIDES, "").split()
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(ENV_OVERRIDES, item, "space-separated KEY=VALUE items")
+    return items
 
 
 def read_toml(path: Path) -> dict[str, Any]:
