@@ -75,8 +75,9 @@ def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0,
     """Ask every node which partition it holds (one ``query`` round); wait for ``expected``.
 
     A reply without a ``node`` ConfigRecord holding an integer ``partition-id`` in
-    ``0..expected-1``, or naming a partition another node already holds, is refused: its node
-    is never sampled, and why is logged and appended to ``problems`` (client_problems.jsonl)."""
+    ``0..expected-1``, or naming a partition another node also claims (both are refused: the
+    server cannot tell which is genuine), is refused: its node is never sampled, and why is
+    logged and appended to ``problems`` (client_problems.jsonl)."""
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
@@ -86,33 +87,35 @@ def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0,
     question = RecordDict({"q": ConfigRecord({"ask": "partition-id"})})
     messages = [Message(question, dst_node_id=n, message_type=MessageType.QUERY)
                 for n in node_ids]
-    asked = {}
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    asked = {msg.metadata.message_id: msg.metadata.dst_node_id for msg in messages}
+    claims: dict[int, tuple[str | None, int, bool]] = {}  # node -> (problem, partition, error)
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        if node not in asked.values():  # the SuperLink's error reply for a node that is gone
+            node = asked.get(reply.metadata.reply_to_message_id, node)
+        if reply.has_error():
+            claims[node] = (str(reply.error.reason), -1, True)
+        else:
+            claims[node] = (*partition_reply_problem(reply, expected), False)
+    holders: dict[int, list[int]] = {}
+    for node, (reason, pid, _) in claims.items():
+        if reason is None:
+            holders.setdefault(pid, []).append(node)
     mapping: dict[int, int] = {}
     refused: list[dict[str, Any]] = []
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    for msg in messages:
-        asked[msg.metadata.message_id] = msg.metadata.dst_node_id
-    for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
-        node = reply.metadata.src_node_id
-        node = node if node in asked.values() else \
-            asked.get(reply.metadata.reply_to_message_id, node)
-        if reply.has_error():
-            reason = str(reply.error.reason)
-        else:
-            reason, pid = partition_reply_problem(reply, expected)
-            if reason is None and pid in mapping.values():
-                other = next(n for n, p in mapping.items() if p == pid)
-                reason = (f"partition-id {pid} is already held by node {other}; two nodes "
-                          f"cannot hold one partition (start each with its own "
-                          f"--partition-id)")
-            if reason is None:
-                mapping[node] = pid
-                continue
-        refused.append({"round": 0, "phase": "query", "kind": "rejected"
-                        if not reply.has_error() else "failed",
+    for node, (reason, pid, error) in sorted(claims.items()):
+        if reason is None and len(holders[pid]) > 1:
+            others = ", ".join(str(n) for n in sorted(holders[pid]) if n != node)
+            reason = (f"node.partition-id = {pid} is also claimed by node {others}: both are "
+                      f"refused (start each node with its own --partition-id)")
+        if reason is None:
+            mapping[node] = pid
+            continue
+        refused.append({"round": 0, "phase": "query", "kind": "failed" if error else "rejected",
                         "partition": None, "node": int(node), "reason": reason})
-        log.warning("node %d refused: %s", node, reason.strip().splitlines()[0]
-                    if reason.strip() else "no reason given")
+        log.warning("node %d refused: %s", node,
+                    (reason.strip().splitlines() or ["no reason given"])[0])
     if problems is not None:
         problems.extend(refused)
     if not mapping:
@@ -395,7 +398,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 eval_metrics = strategy.aggregate_evaluate(
                     rnd, grid.send_and_receive(eval_messages))
                 _add_columns(record, _metric_values(eval_metrics, "federated_"))
-                record["evaluate_failures"] = strategy.round_report.get("evaluate_failures", 0)
+                for key in ("evaluate_failures", "evaluate_rejected", "evaluate_empty"):
+                    record[key] = strategy.round_report.get(key, 0)
             if hasattr(grid, "end_round"):  # engines with a virtual clock (fedsim's Ray grid)
                 record.update(grid.end_round())
             # the round's times end when its model is ready; its central evaluation is

@@ -51,6 +51,8 @@ def _shown(value: object) -> str:
 def count_problem(name: str, value: object, *, zero_allowed: bool) -> str | None:
     """Why ``value`` is not an example count (None: it is one)."""
     low = "a non-negative" if zero_allowed else "a positive"
+    if value is None:
+        return f"metric {name!r} is missing ({low} integer count)"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"metric {name!r} = {_shown(value)} is not a number ({low} integer count)"
     if not math.isfinite(value) or value != int(value) or value < 0 \
