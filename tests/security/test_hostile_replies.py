@@ -247,3 +247,46 @@ def test_hostile_zo_seeds_reply_is_dropped_and_counted(zo_run: dict, name: str) 
     assert row["train_replies"] == 2 and row["train_rejected"] == 1, row
     (problem,) = _problems(zo_run, "train", rnd, TRAINER)
     assert problem["kind"] == "rejected"
+
+
+DNO_TRAIN_KINDS = {  # z-SignFedAvg on the DNO noise z: packed sign bits
+    "dno-truncated-bits": with_arrays(lambda a: {k: v[:-1] for k, v in a.items()}),
+    "dno-bits-as-float32": with_arrays(lambda a: {k: v.astype(np.float32) for k, v in a.items()}),
+}
+DNO_EVAL_KINDS = {
+    "dno-eval-reward-nan": with_metrics(**{"eval-reward": math.nan}),
+    "dno-eval-extra-key": with_metrics(**{"eval-secret": 1.0}),
+}
+
+
+@pytest.fixture(scope="module")
+def dno_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    plan: dict = {(MessageType.TRAIN, TRAINER, i + 1): kind
+                  for i, kind in enumerate(DNO_TRAIN_KINDS.values())}
+    plan.update({(MessageType.EVALUATE, EVALUATOR, i + 1): kind
+                 for i, kind in enumerate(DNO_EVAL_KINDS.values())})
+    yield run_hostile(tmp_path_factory.mktemp("hostile-dno") / "run", "dno-zsignfedavg.toml",
+                      plan, "dno.pretrain_steps=30", "diffusion.hidden=32", "diffusion.depth=1",
+                      "dno.num_samples=2", "dno.sample_steps=4", "task.num_clients=3",
+                      "train.clients_per_round=3", "train.rounds=2", "train.local_steps=1",
+                      "eval.federated_every=1", "output.checkpoint_every=0")
+
+
+@pytest.mark.parametrize("name", list(DNO_TRAIN_KINDS))
+def test_hostile_dno_train_reply_is_dropped_and_counted(dno_run: dict, name: str) -> None:
+    assert dno_run["code"] == 0
+    rnd = list(DNO_TRAIN_KINDS).index(name) + 1
+    row = dno_run["rows"][rnd]
+    assert row["train_replies"] == 2 and row["train_rejected"] == 1, row
+    (problem,) = _problems(dno_run, "train", rnd, TRAINER)
+    assert "bits" in problem["reason"]
+
+
+@pytest.mark.parametrize("name", list(DNO_EVAL_KINDS))
+def test_hostile_dno_evaluate_reply_is_dropped_and_counted(dno_run: dict, name: str) -> None:
+    rnd = list(DNO_EVAL_KINDS).index(name) + 1
+    row = dno_run["rows"][rnd]
+    assert row["evaluate_rejected"] == 1, row
+    assert math.isfinite(row["federated_reward"]) and "federated_secret" not in row
+    (problem,) = _problems(dno_run, "evaluate", rnd, EVALUATOR)
+    assert problem["kind"] == "rejected"
