@@ -123,7 +123,7 @@ def metric_key_outliers(replies: Sequence[Message]) -> dict[int, str]:
 
     The majority is the most common set of names; between equally common sets, the one of
     the first reply in partition order that holds one of them."""
-    names = [frozenset(next(iter(metric_records(m.content).values())).keys())
+    names = [frozenset(metric_records(m.content).get(METRICS_RECORD, {}).keys())
              for m in replies]
     if len(set(names)) <= 1:
         return {}
