@@ -98,10 +98,14 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_fn(msg: Message, context: Context) -> Message:
     """The task's evaluation of the global model on this client's local test split (loss and
-    accuracy for classification)."""
+    accuracy for classification). A client whose split is empty (a small partition and a small
+    ``task.local_test_fraction``) replies ``num-examples = 0`` and no scores: the server leaves
+    it out of the mean and counts it (``evaluate_empty``)."""
     setup = parse_setup(str(msg.content["config"][SETUP_KEY]))
     pid = _setup_partition(context, setup)
     _, test_data = local_data(setup, pid, _data_path(context))
+    if len(test_data) == 0 and task_kind(setup).evaluates_local_data:
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)
     device = client_device(setup)
     model = model_for(setup, device)
     load_global_model(model, msg.content["arrays"], device)

@@ -121,7 +121,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in s["final_task_metrics"].items())
             print(f"fedsim: final {shown}", file=sys.stderr)
     print(run_dir)
-    return 0
+    return _contribution_exit(run_dir)
+
+
+def _contribution_exit(run_dir: Path) -> int:
+    """0, or ``EXIT_NO_CONTRIBUTION`` with its message when no client ever contributed."""
+    from fedsim.results.contributions import EXIT_NO_CONTRIBUTION, no_contribution_message
+
+    if (message := no_contribution_message(run_dir)) is None:
+        return 0
+    print(f"fedsim: error: {message}", file=sys.stderr)
+    return EXIT_NO_CONTRIBUTION
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -188,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``fedsim``'s exit code: 0 done, 2 bad input (argparse's usage errors included: they
-    have printed their one line naming the argument; ``--help`` returns 0)."""
+    have printed their one line naming the argument; ``--help`` returns 0), 4 no client
+    contributed to the run (``fedsim.results.contributions``)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:

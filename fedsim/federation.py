@@ -44,7 +44,13 @@ from fedsim.config.schema import EngineConfig, ExperimentConfig
 from fedsim.engine.threads import driver_threads
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
-from fedsim.results.writer import METRICS_FILE, PROBLEMS_FILE, ResultsWriter, read_metrics
+from fedsim.results.writer import (
+    METRICS_FILE,
+    PROBLEMS_FILE,
+    ResultsWriter,
+    metric_column,
+    read_metrics,
+)
 from fedsim.tasks.device import resolve_device
 from fedsim.tasks.kind import task_kind
 from strategies.registry import Sampling, get_strategy
@@ -64,8 +70,14 @@ class RoundMeter(Protocol):
     def end_round(self) -> dict[str, Any]: ...
 
 
-def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0) -> dict[int, int]:
-    """Ask every node which partition it holds (one ``query`` round); wait for ``expected``."""
+def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0,
+                        problems: list[dict[str, Any]] | None = None) -> dict[int, int]:
+    """Ask every node which partition it holds (one ``query`` round); wait for ``expected``.
+
+    A reply without a ``node`` ConfigRecord holding an integer ``partition-id`` in
+    ``0..expected-1``, or naming a partition another node also claims (both are refused: the
+    server cannot tell which is genuine), is refused: its node is never sampled, and why is
+    logged and appended to ``problems`` (client_problems.jsonl)."""
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
@@ -75,13 +87,55 @@ def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0) -> di
     question = RecordDict({"q": ConfigRecord({"ask": "partition-id"})})
     messages = [Message(question, dst_node_id=n, message_type=MessageType.QUERY)
                 for n in node_ids]
-    mapping = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if not reply.has_error():
-            mapping[reply.metadata.src_node_id] = int(reply.content["node"]["partition-id"])
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    asked = {msg.metadata.message_id: msg.metadata.dst_node_id for msg in messages}
+    claims: dict[int, tuple[str | None, int, bool]] = {}  # node -> (problem, partition, error)
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        if node not in asked.values():  # the SuperLink's error reply for a node that is gone
+            node = asked.get(reply.metadata.reply_to_message_id, node)
+        if reply.has_error():
+            claims[node] = (str(reply.error.reason), -1, True)
+        else:
+            claims[node] = (*partition_reply_problem(reply, expected), False)
+    holders: dict[int, list[int]] = {}
+    for node, (reason, pid, _) in claims.items():
+        if reason is None:
+            holders.setdefault(pid, []).append(node)
+    mapping: dict[int, int] = {}
+    refused: list[dict[str, Any]] = []
+    for node, (reason, pid, error) in sorted(claims.items()):
+        if reason is None and len(holders[pid]) > 1:
+            others = ", ".join(str(n) for n in sorted(holders[pid]) if n != node)
+            reason = (f"node.partition-id = {pid} is also claimed by node {others}: both are "
+                      f"refused (start each node with its own --partition-id)")
+        if reason is None:
+            mapping[node] = pid
+            continue
+        refused.append({"round": 0, "phase": "query", "kind": "failed" if error else "rejected",
+                        "partition": None, "node": int(node), "reason": reason})
+        log.warning("node %d refused: %s", node,
+                    (reason.strip().splitlines() or ["no reason given"])[0])
+    if problems is not None:
+        problems.extend(refused)
     if not mapping:
-        raise RuntimeError("no client answered the partition query")
+        raise RuntimeError("no client answered the partition query"
+                           + (f" usably ({refused[0]['reason']})" if refused else ""))
     return mapping
+
+
+def partition_reply_problem(reply: Message, expected: int) -> tuple[str | None, int]:
+    """(why a partition-query reply is unusable or None, the partition id it names)."""
+    configs = reply.content.config_records
+    if "node" not in configs:
+        return f"the reply holds no ConfigRecord 'node' (got {sorted(reply.content)})", -1
+    pid = configs["node"].get("partition-id")
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        return (f"node.partition-id = {str(pid)[:40]!r} is not an integer "
+                f"(0..{expected - 1})"), -1
+    if not 0 <= pid < expected:
+        return f"node.partition-id = {pid} is outside 0..{expected - 1}", -1
+    return None, pid
 
 
 def _due(every: int, server_round: int, last: int) -> bool:
@@ -89,11 +143,31 @@ def _due(every: int, server_round: int, last: int) -> bool:
 
 
 def _metric_values(record: Any, prefix: str) -> dict[str, float]:
+    """The aggregated reply metrics as ``<prefix><name>`` columns; a name that is not a plain
+    column name is left out (``fedsim.results.writer.metric_column``)."""
     if record is None:
         return {}
-    names = {k: k.removeprefix("train-").removeprefix("eval-") for k in record}
-    return {f"{prefix}{names[k].replace('-', '_')}": v for k, v in record.items()
-            if k != "num-examples"}
+    out = {}
+    for key, value in record.items():
+        if key == "num-examples":
+            continue
+        column = metric_column(prefix, key.removeprefix("train-").removeprefix("eval-"))
+        if column is None:
+            log.warning("metric %r from the clients' replies left out of metrics.jsonl (not "
+                        "a plain column name)", str(key)[:60])
+            continue
+        out[column] = value
+    return out
+
+
+def _add_columns(record: dict[str, Any], values: dict[str, Any]) -> None:
+    """Add reply metrics to a round's record; a column fedsim already wrote is kept."""
+    for column, value in values.items():
+        if column in record:
+            log.warning("metric column %r from the clients' replies left out: fedsim writes "
+                        "that column itself", column)
+            continue
+        record[column] = value
 
 
 def _measured_reply_bytes(grid: Grid, replies: list[Message]) -> list[int | None] | None:
@@ -219,9 +293,11 @@ def _report_problems(problems: list[dict[str, Any]], rnd: int, writer: ResultsWr
     first = problems[0]
     reason = (first["reason"].strip().splitlines() or ["no reason given"])[0]
     more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-    log.warning("round %d: %s %s reply of partition %s dropped (%s)%s; every dropped reply "
+    pid = first.get("partition")
+    source = f"partition {pid}" if pid is not None and pid >= 0 else f"node {first.get('node')}"
+    log.warning("round %d: %s %s reply of %s dropped (%s)%s; every dropped reply "
                 "is in client_problems.jsonl", rnd, first["phase"], first["kind"],
-                first["partition"], reason, more)
+                source, reason, more)
 
 
 def _with_changes(cfg: ExperimentConfig, changes: dict[str, Any]) -> ExperimentConfig:
@@ -245,7 +321,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     n = cfg.task.num_clients
     fed_clients = (cfg.eval.federated_clients or n) if cfg.eval.federated_every else 0
     strategy = spec.build_server(params, Sampling(n, cfg.train.clients_per_round, fed_clients))
-    strategy.bind_nodes(discover_partitions(grid, n), cfg.seed)
+    refused_nodes: list[dict[str, Any]] = []
+    strategy.bind_nodes(discover_partitions(grid, n, problems=refused_nodes), cfg.seed)
     strategy.node_wait_s = cfg.train.node_wait_s
 
     kind = task_kind(cfg)
@@ -259,6 +336,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     if ckpt is not None:
         first_round, clock_offset, arrays = _resume(ckpt, strategy, meter, grid, run_dir)
     writer = ResultsWriter(run_dir)
+    if ckpt is None:  # a resumed run keeps the query's problems from its first start
+        _report_problems(refused_nodes, 0, writer)
 
     def checkpoint(done: int) -> None:
         save_checkpoint(run_dir, Checkpoint(
@@ -309,7 +388,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is not None:
                 arrays = kind.server_update(new_arrays, rnd)
-            record.update(_metric_values(train_metrics, "train_"))
+            _add_columns(record, _metric_values(train_metrics, "train_"))
             record.update(strategy.round_report)
             if meter:
                 record.update(meter.end_round())
@@ -318,8 +397,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                     rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))
                 eval_metrics = strategy.aggregate_evaluate(
                     rnd, grid.send_and_receive(eval_messages))
-                record.update(_metric_values(eval_metrics, "federated_"))
-                record["evaluate_failures"] = strategy.round_report.get("evaluate_failures", 0)
+                _add_columns(record, _metric_values(eval_metrics, "federated_"))
+                for key in ("evaluate_failures", "evaluate_rejected", "evaluate_empty"):
+                    record[key] = strategy.round_report.get(key, 0)
             if hasattr(grid, "end_round"):  # engines with a virtual clock (fedsim's Ray grid)
                 record.update(grid.end_round())
             # the round's times end when its model is ready; its central evaluation is

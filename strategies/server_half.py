@@ -11,9 +11,13 @@ algorithm:
 - missing nodes do not stall the run: Flower's samplers wait forever for
   ``min_available_nodes``, so one deployed SuperNode that died would hold every later round;
   the mixin waits ``node_wait_s`` for it, then runs the round with the nodes that are there;
-- reply screening: error replies and replies that ``reject_reason`` refuses (malformed
-  payloads) are dropped and counted in ``round_report``, and why each was dropped is kept in
-  ``reply_problems`` for the results folder; the round continues with the rest.
+- reply screening: error replies, replies that ``reject_reason`` refuses (malformed
+  payloads, ``strategies/reply_checks.py``) and replies whose metric names differ from the
+  round's majority are dropped and counted in ``round_report``, and why each was dropped is
+  kept in ``reply_problems`` (with the partition, or the node id where the node is unknown)
+  for the results folder; the round continues with the rest, and a round left with no reply
+  is reported. Evaluate replies of clients without local test rows (0 examples) are left out
+  of the mean and counted (``evaluate_empty``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 
 from fedsim.comm.npy import view
-from strategies.reply_checks import evaluate_reject_reason, model_reply_reject_reason
+from strategies.reply_checks import (
+    evaluate_reject_reason,
+    evaluated_nothing,
+    metric_key_outliers,
+    model_reply_reject_reason,
+)
 from strategies.vector import Layout
 
 log = logging.getLogger("fedsim")
@@ -64,6 +73,7 @@ class FedsimStrategyMixin:
     node_partitions: dict[int, int]
     round_report: dict[str, float]
     reply_problems: list[dict[str, Any]]  # this round's dropped replies: kind and reason
+    _sent: list[Message]  # this phase's instructions, till its replies are screened
 
     def bind_nodes(self, node_partitions: dict[int, int], seed: int) -> None:
         """Tell the strategy which partition each node holds (learned by a query round)."""
@@ -94,15 +104,17 @@ class FedsimStrategyMixin:
         self.round_report, self.reply_problems = {}, []
         self.layout = Layout.of(arrays)
         with self._without_missing_nodes(grid, "train"):
-            return super().configure_train(  # type: ignore[misc]
-                server_round, arrays, config, grid)
+            self._sent = list(super().configure_train(  # type: ignore[misc]
+                server_round, arrays, config, grid))
+        return self._sent
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         self._round, self._grid = server_round, grid
         with self._without_missing_nodes(grid, "evaluate"):
-            return super().configure_evaluate(  # type: ignore[misc]
-                server_round, arrays, config, grid)
+            self._sent = list(super().configure_evaluate(  # type: ignore[misc]
+                server_round, arrays, config, grid))
+        return self._sent
 
     @contextlib.contextmanager
     def _without_missing_nodes(self, grid: Grid, phase: str) -> Iterator[None]:
@@ -130,9 +142,22 @@ class FedsimStrategyMixin:
                 setattr(self, key, value)
 
     # ------------------------------------------------------------------------------ replies
+    def node_of(self, msg: Message) -> int:
+        """The node a reply is about: its sender, or, for an error reply the SuperLink wrote
+        for a node that did not answer (sent from the SuperLink's own id), the instruction's
+        destination."""
+        src = msg.metadata.src_node_id
+        if src in (getattr(self, "node_partitions", None) or {}):
+            return src
+        asked = msg.metadata.reply_to_message_id
+        for sent in getattr(self, "_sent", ()):
+            if sent.metadata.message_id == asked:
+                return sent.metadata.dst_node_id
+        return src
+
     def partition_of(self, msg: Message) -> int:
-        return self.node_partitions.get(msg.metadata.src_node_id, -1) if getattr(
-            self, "node_partitions", None) else -1
+        """The partition of the reply's node (-1 where the node is unknown)."""
+        return (getattr(self, "node_partitions", None) or {}).get(self.node_of(msg), -1)
 
     def reject_reason(self, msg: Message) -> str | None:
         """Why a reply must not be aggregated (None: it is fine).
@@ -147,26 +172,62 @@ class FedsimStrategyMixin:
     def screen_replies(self, replies: Iterable[Message], phase: str) -> list[Message]:
         """Ordered, well-formed replies; failures and rejections are counted per phase."""
         kept: list[Message] = []
-        failed = rejected = 0
+        failed = rejected = empty = 0
+        replies = list(replies)
         for msg in sorted(replies, key=self.partition_of):
             if msg.has_error():
                 failed += 1
                 self._problem(msg, phase, "failed", str(msg.error.reason))
-            elif (reason := (self.reject_reason(msg) if phase == "train"
-                             else evaluate_reject_reason(msg))) is not None:
+            elif (reason := self._schema_problem(msg, phase)) is not None:
                 rejected += 1
                 self._problem(msg, phase, "rejected", reason)
+            elif phase == "evaluate" and evaluated_nothing(msg):
+                empty += 1  # no local test rows: nothing to average, nothing wrong
             else:
                 kept.append(msg)
+        outliers = metric_key_outliers(kept)
+        for i, reason in outliers.items():
+            rejected += 1
+            self._problem(kept[i], phase, "rejected", reason)
+        kept = [m for i, m in enumerate(kept) if i not in outliers]
+        self._sent = []
         self.round_report[f"{phase}_failures"] = failed
         self.round_report[f"{phase}_rejected"] = rejected
+        if phase == "evaluate":
+            self.round_report["evaluate_empty"] = empty
         folded = getattr(getattr(self, "_grid", None), "fold_counts", None) or {}
         self.round_report[f"{phase}_replies"] = sum(folded.get(id(m), 1) for m in kept)
+        self._warn_if_nothing_left(phase, len(replies), failed, rejected, empty, kept)
         return kept
 
+    def _schema_problem(self, msg: Message, phase: str) -> str | None:
+        """Why a reply of ``phase`` fails the reply schema (a reader that raises on it is
+        reported as such, never as a traceback that ends the run)."""
+        try:
+            return self.reject_reason(msg) if phase == "train" else evaluate_reject_reason(msg)
+        except Exception as err:  # noqa: BLE001 - a hostile reply may break any reader
+            return f"unreadable reply ({type(err).__name__}: {err})"
+
+    def _warn_if_nothing_left(self, phase: str, total: int, failed: int, rejected: int,
+                              empty: int, kept: list[Message]) -> None:
+        if kept:
+            return
+        rnd = getattr(self, "_round", 0)
+        if empty and not failed and not rejected:
+            log.warning("round %d: none of the %d clients asked to evaluate has local test "
+                        "rows (task.local_test_fraction too small for its partition); no "
+                        "federated metrics this round", rnd, empty)
+            return
+        what = "the model is unchanged" if phase == "train" else "no federated metrics"
+        log.warning("round %d: no %s reply was usable (%d sent: %d failed, %d rejected, "
+                    "%d without test rows); %s this round", rnd, phase, total, failed,
+                    rejected, empty, what)
+
     def _problem(self, msg: Message, phase: str, kind: str, reason: str) -> None:
+        pid = self.partition_of(msg)
         self.reply_problems.append({"round": self._round, "phase": phase, "kind": kind,
-                                    "partition": self.partition_of(msg), "reason": reason})
+                                    "partition": pid if pid >= 0 else None,
+                                    "node": int(self.node_of(msg)), "reason": reason})
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
             ArrayRecord | None, MetricRecord | None]:

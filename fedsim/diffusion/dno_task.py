@@ -79,6 +79,7 @@ class NoiseOptimisation(TaskKind):
     """Federated DNO: z is shared, rewards are private, P(z) is the server's."""
 
     runs_on_gpu = False  # the frozen generator and the private rewards are CPU-only for now
+    evaluates_local_data = False  # a client scores z with its private reward, not test rows
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,21 @@ METRICS_FILE = "metrics.jsonl"
 PROBLEMS_FILE = "client_problems.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.toml"
+
+
+COLUMN_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
+RESERVED_COLUMNS = frozenset({"round", "wall_seconds", "round_seconds"})
+
+
+def metric_column(prefix: str, name: str) -> str | None:
+    """``prefix + name`` as a metrics.jsonl column for a metric named by a client's reply
+    (``-`` and ``.`` become ``_``), or None where the name is not a plain lower-case name of
+    at most 64 characters: a reply cannot add odd columns or one of fedsim's own."""
+    column = str(name).replace("-", "_").replace(".", "_")
+    if not COLUMN_NAME.fullmatch(column):
+        return None
+    column = prefix + column
+    return None if column in RESERVED_COLUMNS else column
 
 
 def _clean(value: Any) -> Any:

@@ -48,6 +48,8 @@ class TaskKind(ABC):
     """Whether the clients' local work may run on ``train.device``'s GPU (else the CPU)."""
     evaluates_on_gpu = False
     """Whether the server's central evaluation may run on ``eval.device``'s GPU."""
+    evaluates_local_data = True
+    """Whether a client's evaluation scores its local test split (an empty split: nothing)."""
 
     def __init__(self, spec: Any) -> None:
         self.task = spec.task
