@@ -43,8 +43,8 @@ def run(config: ConfigSource, /, *, engine: str = "ray", out: str | Path | None 
             ``OUTPUT_DIR/NAME-TIMESTAMP`` (``[output] dir``, relative to the current folder) is
             made for every call, so a run never writes into an earlier run's results.
         progress: show a progress bar (a line per round when stderr is not a terminal) and
-            the start and closing lines on stderr, as the command line does; ``False`` runs
-            silently.
+            the start and closing lines on stderr, as the command line does; ``False`` prints
+            none of them (warnings that Flower or Ray log still show).
         **overrides: settings that replace those of ``config``, in either spelling
             (both may be mixed in one call and are applied in the order given):
             - a dotted key, as ``fedsim run --set``: ``**{"train.rounds": 3, "task.alpha": 0.1}``;
