@@ -46,18 +46,19 @@ def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
 
 def version_line() -> str:
     """What ``fedsim --version`` prints: the version, the distribution that installed this
-    package and where it is imported from, and a warning when another distribution installs a
+    package and where it is imported from, and a warning when other distributions install a
     package of the same name (the unrelated ``fedsim`` on PyPI does; see docs/install.md)."""
-    from importlib.metadata import packages_distributions
+    from importlib.metadata import packages_distributions, version
 
     where = Path(__file__).resolve().parent
     dists = sorted(set(packages_distributions().get("fedsim", [])))
     installed = ", ".join(dists) if dists else "not installed: a source folder"
     line = f"fedsim {__version__} ({installed}) at {where}"
     if len(dists) > 1:
-        line += (f"\nwarning: {' and '.join(dists)} all install a package named 'fedsim' into "
-                 "this environment and overwrite each other's files; keep one of them "
-                 "(docs/install.md)")
+        shown = ", ".join(f"{name} {version(name)}" for name in dists)
+        line += (f"\nwarning: the distributions {shown} each install a package named "
+                 "'fedsim' into this environment, over each other's files; uninstall them "
+                 "and reinstall fedsim-flower alone (docs/install.md)")
     return line
 
 
