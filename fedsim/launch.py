@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fedsim.config import ConfigError, ExperimentConfig, save_config
@@ -101,14 +102,15 @@ def carry_out(cfg: ExperimentConfig, engine: str, run_dir: Path, *, progress: bo
     _report(run_dir, time.monotonic() - started, say)
 
 
-def _printer(enabled: bool):
+def _printer(enabled: bool) -> Callable[[str], None]:
+    """A function printing a line on stderr, or doing nothing when not ``enabled``."""
     def say(text: str) -> None:
         if enabled:
             print(text, file=sys.stderr)
     return say
 
 
-def _report(run_dir: Path, seconds: float, say) -> None:
+def _report(run_dir: Path, seconds: float, say: Callable[[str], None]) -> None:
     """The closing lines: time in and around the federation, final accuracy, task metrics."""
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.exists():
