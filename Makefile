@@ -9,7 +9,7 @@ export FLWR_HOME ?= $(CURDIR)/.flwr_home
 
 .PHONY: run test test-fast lint docs bench bench-uplink bench-parataa clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/python -m pip install -q -e ".[dev,docs]"

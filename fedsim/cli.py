@@ -1,34 +1,28 @@
 """The ``fedsim`` command line: run, compare and list experiments.
 
-    fedsim run CONFIG [--set key=value ...] [--engine ENGINE] [--out DIR]
+    fedsim run CONFIG|NAME [--set key=value ...] [--engine ENGINE] [--out DIR]
     fedsim run --resume RUN_DIR
     fedsim compare RUN_DIR... [--out DIR]
     fedsim list
+    fedsim --version
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-from fedsim.config import ConfigError, load_config, save_config
+from fedsim import __version__
+from fedsim.config import ConfigError, load_config
 from fedsim.config.load import environment_overrides
-from fedsim.run_dirs import RUN_FILE, new_run_dir
+from fedsim.config.shipped import configs_dir, find_config
+from fedsim.run_dirs import RUN_FILE
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = configs_dir()
 EXIT_USAGE = 2
-
-
-def _quiet_logs() -> None:
-    """Keep Flower's per-round INFO lines out of the progress bar."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    for name in ("flwr", "ray"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
@@ -51,75 +45,52 @@ def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
     return run_dir, cfg, engine
 
 
-def check_local_device(cfg, engine: str) -> None:
-    """``eval.device = cuda`` (the central evaluation runs here on every engine), or
-    ``train.device = cuda`` on an engine whose clients all run on this machine, which has no
-    CUDA: stop before anything starts instead of failing every client (a cluster joined with
-    ``engine.ray_address`` may have GPUs this machine lacks, so its clients' device is not
-    checked)."""
-    wanted = [("eval.device", cfg.eval.device)]
-    if not (engine == "ray" and cfg.engine.ray_address):
-        wanted.insert(0, ("train.device", cfg.train.device))
-    wanted = [(field, device) for field, device in wanted if device.startswith("cuda")]
-    if not wanted:
-        return
-    import torch
+def version_line() -> str:
+    """What ``fedsim --version`` prints: the version, the distribution that installed this
+    package and where it is imported from, and a warning when other distributions install a
+    package of the same name (the unrelated ``fedsim`` on PyPI does; see docs/install.md)."""
+    from importlib.metadata import packages_distributions, version
 
-    if not torch.cuda.is_available():
-        field, device = wanted[0]
-        raise ConfigError(field, device,
-                          "'auto' or 'cpu': torch sees no CUDA device on this machine")
+    where = Path(__file__).resolve().parent
+    dists = sorted(set(packages_distributions().get("fedsim", [])))
+    installed = ", ".join(dists) if dists else "not installed: a source folder"
+    line = f"fedsim {__version__} ({installed}) at {where}"
+    if len(dists) > 1:
+        shown = ", ".join(f"{name} {version(name)}" for name in dists)
+        line += (f"\nwarning: the distributions {shown} each install a package named "
+                 "'fedsim' into this environment, over each other's files; uninstall them "
+                 "and reinstall fedsim-flower alone (docs/install.md)")
+    return line
+
+
+class VersionAction(argparse.Action):
+    """``--version``: print :func:`version_line` and exit (computed only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.engine import run_engine
-    from fedsim.progress import RoundProgress
-    from fedsim.results.writer import CONFIG_FILE, SUMMARY_FILE
-    from fedsim.tasks.task import preflight
+    from fedsim.launch import carry_out, prepare_run
 
-    started = time.monotonic()
     if args.resume:
         run_dir, cfg, engine = resume_target(args)
-        config_path = (run_dir / CONFIG_FILE).resolve()
     else:
         if not args.config:
             raise ConfigError("CONFIG", None, "an experiment file (or --resume RUN_DIR)")
-        cfg = load_config(args.config, [*environment_overrides(), *args.set])
-        preflight(cfg.task, cfg.seed)
+        cfg = load_config(find_config(args.config), [*environment_overrides(), *args.set])
         engine = args.engine
-        check_local_device(cfg, engine)
-        run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name)
-        config_path = (run_dir / CONFIG_FILE).resolve()
-        save_config(cfg, config_path)
-        (run_dir / RUN_FILE).write_text(json.dumps({"engine": engine}) + "\n")
+        run_dir = prepare_run(cfg, engine, args.out)
     args.engine = engine
-    print(f"fedsim: {cfg.name}: {cfg.strategy_name} on {cfg.task.dataset} "
-          f"({cfg.task.num_clients} clients, {cfg.train.rounds} rounds, engine {args.engine})"
-          f"\nresults: {run_dir}", file=sys.stderr)
-    _quiet_logs()
-    progress = RoundProgress(run_dir, cfg.train.rounds).start()
     try:
-        run_engine(args.engine, cfg, config_path, run_dir)
+        carry_out(cfg, engine, run_dir)
     except KeyboardInterrupt:
-        progress.stop()
-        print(f"fedsim: interrupted; the rounds finished so far are in {run_dir}; continue "
-              f"with: fedsim run --resume {run_dir}", file=sys.stderr)
         return 130
-    finally:
-        progress.stop()
-    summary_path = run_dir / SUMMARY_FILE
-    if summary_path.exists():
-        s = json.loads(summary_path.read_text())
-        acc = s.get("final_accuracy")
-        reached = (f"; final accuracy {acc:.4f}; rounds to {s['target_accuracy']:.0%}: "
-                   f"{s.get('rounds_to_target')}" if acc is not None else "")
-        rounds_s = s.get("wall_seconds") or 0.0
-        print(f"fedsim: done in {time.monotonic() - started:.1f} s ({rounds_s:.1f} s in the "
-              f"federation, the rest starting and stopping the engine){reached}",
-              file=sys.stderr)
-        if s.get("final_task_metrics"):
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in s["final_task_metrics"].items())
-            print(f"fedsim: final {shown}", file=sys.stderr)
     print(run_dir)
     return _contribution_exit(run_dir)
 
@@ -172,9 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="fedsim", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the version and where fedsim is installed, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a federated experiment from a TOML config")
-    run.add_argument("config", nargs="?", help="experiment file, e.g. configs/quickstart.toml")
+    run.add_argument("config", nargs="?", help="experiment file (configs/fedlion.toml) or the "
+                     "name of a shipped config (quickstart; fedsim list shows them)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run from its last checkpoint")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -8,11 +8,12 @@ the fedsim engine) both return a :class:`RunResult`; so can any existing results
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsim.results.writer import METRICS_FILE, SUMMARY_FILE, read_metrics
+from fedsim.results.writer import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_metrics
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class RunResult:
         summary_path = path / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         return cls(path, read_metrics(path), summary)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved configuration as saved in ``config.toml`` (every default
+        explicit), as nested dicts; empty where the folder holds none."""
+        path = self.run_dir / CONFIG_FILE
+        return tomllib.loads(path.read_text()) if path.exists() else {}
 
     def column(self, key: str) -> list[Any]:
         """One metric across rounds (None in rounds that did not record it)."""
