@@ -7,17 +7,23 @@
 
 from __future__ import annotations
 
+import traceback
+from dataclasses import dataclass
+
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from clients.faults import before_training, corrupt, draw_faults
 from clients.runtime import client_device, load_global_model, local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, ClientSetup, parse_setup
+from fedsim.tasks.device import module_device
 from fedsim.tasks.kind import task_kind
 from fedsim.tasks.task import augmentation
 from fedsim.tasks.training import LocalBatches, num_local_steps
-from strategies.client_half import LocalRound
+from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.registry import get_strategy
 
 torch.set_num_threads(1)
@@ -62,19 +68,29 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"node": info}), reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """One round of local training with the strategy's client half."""
+@dataclass
+class _Prepared:
+    """One train instruction made ready for the client half (nothing run yet)."""
+
+    setup: ClientSetup
+    pid: int
+    drawn: dict
+    examples: int
+    algorithm: ClientAlgorithm
+    local: LocalRound
+
+
+def _prepare(msg: Message, context: Context) -> _Prepared:
+    """Parse the instruction and build this client's round: its data, batches, model (which
+    holds the global model once :func:`_load_global` ran) and client half."""
     config = msg.content["config"]
     setup = parse_setup(str(config[SETUP_KEY]))
     server_round = int(config["server-round"])
     pid = _setup_partition(context, setup)
     drawn = draw_faults(setup.faults, setup.seed, pid, server_round)
-    before_training(drawn)
     train_data, _ = local_data(setup, pid, _data_path(context))
     device = client_device(setup)
     model = model_for(setup, device)
-    load_global_model(model, msg.content["arrays"], device)
     t = setup.train
     batches = LocalBatches(train_data, t.batch_size, t.batch_sampling,
                            round_seed(setup.seed, pid, server_round, 0),
@@ -83,16 +99,100 @@ def train(msg: Message, context: Context) -> Message:
     steps = num_local_steps(len(train_data), t.batch_size, t.local_steps, t.local_epochs)
     params = {k: v for k, v in setup.strategy.items() if k != "name"}
     algorithm = get_strategy(setup.strategy["name"]).build_client(params)
-    update = algorithm.train(LocalRound(
+    local = LocalRound(
         model=model, batches=batches, steps=steps, train=t, params=params, content=msg.content,
         state=context.state, server_round=server_round, partition_id=pid,
-        noise_seed=round_seed(setup.seed, pid, server_round, 1)))
+        noise_seed=round_seed(setup.seed, pid, server_round, 1))
+    return _Prepared(setup, pid, drawn, len(train_data), algorithm, local)
+
+
+def _load_global(ready: _Prepared) -> None:
+    load_global_model(ready.local.model, ready.local.content["arrays"],
+                      module_device(ready.local.model))
+
+
+def _reply(msg: Message, ready: _Prepared, update: ClientUpdate) -> Message:
     metrics = {k: float(v) for k, v in update.metrics.items()}
-    metrics["num-examples"] = len(train_data)
+    metrics["num-examples"] = ready.examples
+    drawn = ready.drawn
     arrays = corrupt(update.arrays, str(drawn["corrupt"])) if drawn["corrupt"] else update.arrays
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics),
                           **update.extra})
     return Message(content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training with the strategy's client half."""
+    ready = _prepare(msg, context)
+    before_training(ready.drawn)
+    _load_global(ready)
+    return _reply(msg, ready, ready.algorithm.train(ready.local))
+
+
+def train_batch(messages: list[Message], contexts: list[Context],
+                budget_bytes: float) -> tuple[list[Message | None], list[str]]:
+    """Vectorized clients: the train instructions of an actor's batch that share a setup, a
+    global model, a step count and a client half that has a batched form
+    (:meth:`ClientAlgorithm.train_many`) run as one computation. Returns a reply per message
+    (None: run that one alone, as usual) and why any group could not be batched."""
+    replies: list[Message | None] = [None] * len(messages)
+    groups: dict[tuple, list[tuple[int, _Prepared]]] = {}
+    notes: list[str] = []
+    for i, (msg, context) in enumerate(zip(messages, contexts, strict=True)):
+        try:
+            ready = _prepare(msg, context)
+        except Exception:  # noqa: BLE001 - it fails again, and is reported, when run alone
+            continue
+        key = (str(msg.content["config"][SETUP_KEY]), id(msg.content["arrays"]),
+               ready.local.steps, ready.local.batches.batch_size)
+        groups.setdefault(key, []).append((i, ready))
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        running = []
+        for i, ready in members:
+            try:
+                before_training(ready.drawn)  # injected faults stay per client
+            except Exception as exc:  # noqa: BLE001 - that client's error reply, as alone
+                replies[i] = client_error(messages[i], exc)
+                continue
+            running.append((i, ready))
+        if not running:
+            continue
+        first = running[0][1]
+        _load_global(first)
+        updates = first.algorithm.train_many([ready.local for _, ready in running],
+                                             budget_bytes)
+        if isinstance(updates, str):
+            notes.append(f"{len(running)} clients of {first.setup.strategy['name']} run one "
+                         f"by one: {updates}")
+            for i, _ in running:  # their faults were drawn: run them alone without again
+                replies[i] = _alone(messages[i], contexts[i])
+            continue
+        for (i, ready), update in zip(running, updates, strict=True):
+            replies[i] = _reply(messages[i], ready, update)
+    return replies, notes
+
+
+def client_error(msg: Message, exc: BaseException) -> Message:
+    """The error reply the engine makes of a ClientApp that raised ``exc`` (its traceback)."""
+    trace = "".join(traceback.format_exception(exc, limit=4))
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                         reason=f"{type(exc).__name__}: {exc}\n{trace}"), reply_to=msg)
+
+
+def _alone(msg: Message, context: Context) -> Message:
+    """``train`` for a client whose injected faults already happened."""
+    try:
+        ready = _prepare(msg, context)
+        _load_global(ready)
+        return _reply(msg, ready, ready.algorithm.train(ready.local))
+    except Exception as exc:  # noqa: BLE001 - the client's error reply
+        return client_error(msg, exc)
+
+
+app.fedsim_train_batch = train_batch
 
 
 @app.evaluate()

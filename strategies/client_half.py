@@ -50,3 +50,14 @@ class ClientAlgorithm(ABC):
     @abstractmethod
     def train(self, local: LocalRound) -> ClientUpdate:
         """Run the local update rule and return the (encoded) uplink payload."""
+
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """Several clients' rounds as one batched computation (vectorized clients), or the
+        reason why not, in which case the caller runs them one by one with :meth:`train`.
+
+        ``rounds`` share one model that holds the global model; each has its own batches,
+        state and seeds, and each update must be exactly what :meth:`train` would return,
+        to float rounding. ``budget_bytes`` bounds the memory of one batched computation.
+        The default cannot."""
+        return f"{type(self).__name__} has no batched form"

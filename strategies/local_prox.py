@@ -16,7 +16,7 @@ import torch
 from fedsim.comm.npy import record_from_torch
 from fedsim.tasks.training import backward_on_next_batch
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
-from strategies.local_sgd import LocalSGD
+from strategies.local_sgd import LocalSGD, stacked_local_sgd
 
 MU_KEY = "proximal-mu"
 
@@ -57,3 +57,10 @@ class LocalProx(ClientAlgorithm):
             opt.step()
         return ClientUpdate(record_from_torch(model.state_dict()),
                             {"train-loss": total / max(1, local.steps)})
+
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        mus = {proximal_mu(r) for r in rounds}
+        if len(mus) != 1:
+            return "the clients received different proximal-mu"
+        return stacked_local_sgd(rounds, budget_bytes, prox_mu=mus.pop())

@@ -223,6 +223,16 @@ class EngineConfig:
                                         "clients of a replaced actor resume from it as on "
                                         "Flower's SuperNodes (false: they restart with empty "
                                         "state; saves moving large states every round)")
+    vectorize: str = setting("auto", "vectorized clients: an actor trains the clients of its "
+                             "batch that share a setup, the global model and a step count as "
+                             "one batched computation (torch.func.vmap) where their strategy's "
+                             "client half can (fedavg, fedadam, flwr:* strategies); the others "
+                             "run one by one with a note in the log. auto and on: do so; off: "
+                             "never", choices=("auto", "on", "off"))
+    vectorize_memory_mb: float = setting(1024.0, "memory bound of one batched computation: "
+                                         "the clients of a batch run in chunks whose stacked "
+                                         "parameters, gradients and activations fit it",
+                                         low=1.0)
     profiles: list = setting([], "device profiles, as [[engine.profiles]] tables (none: one "
                              "homogeneous profile with 1 CPU per actor)")
 

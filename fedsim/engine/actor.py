@@ -21,11 +21,13 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import sys
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import ArrayRecord, Context, Message, Metadata, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MessageType, Metadata, RecordDict
 from flwr.app.message import make_message
 from flwr.common.constant import ErrorCode
 
@@ -36,6 +38,21 @@ from fedsim.engine.wire import message_bytes
 
 KEEPS_INPUTS = "fedsim_keeps_inputs"
 """Attribute a ClientApp sets to True when its handlers only read the instruction's records."""
+TRAIN_BATCH = "fedsim_train_batch"
+"""Attribute of a ClientApp that can run several train instructions as one computation
+(vectorized clients): ``(messages, contexts, budget_bytes) -> (replies or None, notes)``."""
+
+
+@dataclass(frozen=True)
+class VectorizeOptions:
+    """``engine.vectorize`` and ``engine.vectorize_memory_mb`` as the actors apply them."""
+
+    mode: str = "off"  # auto | on | off
+    memory_mb: float = 1024.0
+
+    @property
+    def budget_bytes(self) -> float:
+        return self.memory_mb * 2**20
 
 # One item of a batch: the instruction's metadata and, per content key, the key of its record
 # in the batch's shared record table.
@@ -61,9 +78,19 @@ def private_copy(record: Any) -> Any:
 class ClientActor:
     """Runs the ClientApp for its nodes; wrapped with ``ray.remote`` by the pool."""
 
-    def __init__(self, client_app_ref: str, profile: str, timer: str) -> None:
+    def __init__(self, client_app_ref: str, profile: str, timer: str,
+                 vectorize: VectorizeOptions | None = None) -> None:
         os.environ["FEDSIM_ACTOR"] = "1"  # lets injected actor kills (faults) end this process
         self.app = load_app(client_app_ref)
+        self.vectorize = vectorize or VectorizeOptions()
+        self.train_batch = getattr(self.app, TRAIN_BATCH, None) \
+            if self.vectorize.mode != "off" else None
+        self.notes: set[str] = set()
+        self.vectorized = 0  # client calls answered by a batched computation
+        if self.train_batch is not None:
+            from fedsim.tasks.stacked_training import warm_up
+
+            warm_up()
         # a ClientApp that declares it never modifies or consumes its input records shares them
         self.copy = (lambda record: record) if getattr(self.app, KEEPS_INPUTS, False) \
             else private_copy
@@ -108,7 +135,8 @@ class ClientActor:
                 "torch_cuda_devices": torch.cuda.device_count() if cuda else 0,
                 "torch_cuda_names": [torch.cuda.get_device_name(i)
                                      for i in range(torch.cuda.device_count())] if cuda else [],
-                "auto_device": str(resolve_device("auto"))}
+                "auto_device": str(resolve_device("auto")),
+                "vectorize": self.vectorize.mode, "vectorized_calls": self.vectorized}
 
     def handle(self, shared: dict[int, Any], items: list[BatchItem],
                fold: ReplyFold | None = None, deadline: FoldDeadline | None = None,
@@ -121,8 +149,9 @@ class ClientActor:
         id), for the driver's copy."""
         sums: dict[int, FoldSum] = {}
         outcomes = []
+        batched = self._batched(shared, items)
         for index, (metadata, keys) in enumerate(items):
-            msg, reply, seconds = self._one(shared, metadata, keys)
+            msg, reply, seconds = batched.get(index) or self._one(shared, metadata, keys)
             size = message_bytes(reply)
             folding = fold is not None and not (deadline and deadline.late(index, seconds, size))
             if folding:
@@ -141,6 +170,38 @@ class ClientActor:
                     states[metadata.dst_node_id] = state
         folded = {block: reply for block, s in sums.items() if (reply := s.reply()) is not None}
         return outcomes, folded, states
+
+    def _batched(self, shared: dict[int, Any], items: list[BatchItem]) -> dict[
+            int, tuple[Message, Message, float]]:
+        """Vectorized clients: the batch's train instructions that the ClientApp runs as one
+        computation, by item index, each with an equal share of that computation's time
+        (the virtual clock then scales it by the profile's speed, as for one client)."""
+        train = [i for i, (md, _) in enumerate(items) if md.message_type == MessageType.TRAIN]
+        if self.train_batch is None or len(train) < 2:
+            return {}
+        msgs = [make_message(metadata=items[i][0], content=RecordDict(
+            {name: self.copy(shared[key]) for name, key in items[i][1].items()}))
+            for i in train]
+        contexts = [self.contexts[items[i][0].dst_node_id] for i in train]
+        start = self.timer()
+        try:
+            replies, notes = self.train_batch(msgs, contexts, self.vectorize.budget_bytes)
+        except Exception as exc:  # noqa: BLE001 - the clients then run one by one
+            replies, notes = [None] * len(msgs), [f"batched training failed ({exc!r})"]
+        elapsed = self.timer() - start
+        for note in notes:
+            if note not in self.notes:  # one line in the run log per kind of fallback
+                self.notes.add(note)
+                print(f"fedsim: vectorized clients ({self.profile}): {note}", file=sys.stderr,
+                      flush=True)
+        done = [(i, msg, reply) for i, msg, reply in zip(train, msgs, replies, strict=True)
+                if reply is not None]
+        share = elapsed / max(1, len(done))
+        for _, msg, _ in done:
+            node_id = msg.metadata.dst_node_id
+            self.served[node_id] = self.served.get(node_id, 0) + 1
+        self.vectorized += len(done)
+        return {i: (msg, reply, share) for i, msg, reply in done}
 
     def _one(self, shared: dict[int, Any], metadata: Metadata,
              keys: dict[str, int]) -> tuple[Message, Message, float]:

@@ -19,7 +19,7 @@ import ray
 from flwr.app import Context
 
 from fedsim.config.schema import DeviceProfile
-from fedsim.engine.actor import ClientActor
+from fedsim.engine.actor import ClientActor, VectorizeOptions
 
 ActorKey = tuple[int, int]  # (profile index, slot in its pool)
 READY_TIMEOUT_S = 600.0
@@ -106,8 +106,9 @@ class ActorPools:
     def __init__(self, profiles: list[DeviceProfile], node_profile: dict[int, int],
                  make_context: Callable[[int], Context], client_app_ref: str,
                  timer: str, node_work: dict[int, float] | None = None,
-                 block: int = 1) -> None:
+                 block: int = 1, vectorize: VectorizeOptions | None = None) -> None:
         self.profiles = profiles
+        self.vectorize = vectorize
         self.make_context = make_context
         self.client_app_ref = client_app_ref
         self.timer = timer
@@ -133,7 +134,7 @@ class ActorPools:
         profile = self.profiles[key[0]]
         actor = _RemoteActor.options(num_cpus=profile.num_cpus, num_gpus=profile.num_gpus,
                                      max_restarts=0).remote(self.client_app_ref, profile.name,
-                                                            self.timer)
+                                                            self.timer, self.vectorize)
         self.actors[key] = actor
         return actor.register.remote([self.make_context(n) for n in self.nodes_of[key]])
 

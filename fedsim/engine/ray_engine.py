@@ -74,6 +74,7 @@ def ray_session(engine: EngineConfig) -> Iterator[int]:
 
 def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     """Run the experiment on the fedsim Ray engine."""
+    from fedsim.engine.actor import VectorizeOptions
     from fedsim.engine.ray_grid import RayGrid
     from fedsim.server_app import app as server_app
     from fedsim.tasks.task import local_steps_per_client
@@ -93,7 +94,9 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
                        actors_share_this_machine=not cfg.engine.ray_address,
                        partition_work=work, inline_bytes=inline_bytes,
                        client_state_backup=cfg.engine.client_state_backup,
-                       fold_block=cfg.engine.fold_block if cfg.engine.fold_replies else 1)
+                       fold_block=cfg.engine.fold_block if cfg.engine.fold_replies else 1,
+                       vectorize=VectorizeOptions(cfg.engine.vectorize,
+                                                  cfg.engine.vectorize_memory_mb))
         try:
             context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                               state=RecordDict(), run_config=run_config)

@@ -40,6 +40,7 @@ from flwr.common.constant import ErrorCode
 
 from fedsim.comm.tree_size import content_tree_bytes
 from fedsim.config.schema import DeviceProfile
+from fedsim.engine.actor import VectorizeOptions
 from fedsim.engine.base import VirtualGrid, error_reply, node_context
 from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.fold import FoldDeadline, FoldReceipt, ReplyFold
@@ -93,7 +94,7 @@ class RayGrid(VirtualGrid):
                  phase_timeout_s: float = 0.0, actors_share_this_machine: bool = False,
                  partition_work: list[int] | None = None,
                  inline_bytes: int = RAY_INLINE_BYTES, client_state_backup: bool = True,
-                 fold_block: int = 1) -> None:
+                 fold_block: int = 1, vectorize: VectorizeOptions | None = None) -> None:
         super().__init__(num_nodes, run_config, seed)
         self.seed = seed
         self.profiles = profiles or [DeviceProfile()]
@@ -105,7 +106,8 @@ class RayGrid(VirtualGrid):
             if partition_work is not None else None
         self.pools = ActorPools(self.profiles, self.node_profile, self._fresh_context,
                                 client_app_ref, "cpu" if compute_timer == "fixed" else
-                                compute_timer, node_work=work, block=fold_block)
+                                compute_timer, node_work=work, block=fold_block,
+                                vectorize=vectorize)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
         # shared records up to this size travel inside each actor call (Ray's limit for

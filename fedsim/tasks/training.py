@@ -78,6 +78,7 @@ class LocalBatches:
         if self.device.type != "cpu":
             self.x, self.y = self.x.to(self.device), self.y.to(self.device)
         self.augment = augment
+        self.batch_size = min(batch_size, len(data))  # what every batch holds
         self.torch_gen = torch.Generator().manual_seed(seed)
         self._indices = batch_indices(len(data), batch_size, mode, np.random.default_rng(seed))
 
