@@ -65,6 +65,7 @@ def flower_sampling_kwargs(sampling: Sampling) -> dict[str, Any]:
 
 
 _SPECS: dict[str, StrategySpec] = {}
+_REFERENCED: dict[str, StrategySpec] = {}  # named by reference (not listed as built-ins)
 
 
 def _load() -> dict[str, StrategySpec]:
@@ -83,8 +84,9 @@ def get_strategy(name: str) -> StrategySpec:
     specs = _load()
     if name not in specs:
         if ":" in name:
-            specs[name] = _by_reference(name)
-            return specs[name]
+            if name not in _REFERENCED:
+                _REFERENCED[name] = _by_reference(name)
+            return _REFERENCED[name]
         raise KeyError(f"unknown strategy {name!r}; known: {', '.join(sorted(specs))}")
     return specs[name]
 
