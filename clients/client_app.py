@@ -12,6 +12,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.faults import before_training, corrupt, draw_faults
+from clients.noise_source import client_noise_seed
 from clients.runtime import client_device, load_global_model, local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, ClientSetup, parse_setup
 from fedsim.tasks.kind import task_kind
@@ -86,7 +87,7 @@ def train(msg: Message, context: Context) -> Message:
     update = algorithm.train(LocalRound(
         model=model, batches=batches, steps=steps, train=t, params=params, content=msg.content,
         state=context.state, server_round=server_round, partition_id=pid,
-        noise_seed=round_seed(setup.seed, pid, server_round, 1)))
+        noise_seed=client_noise_seed(context, setup.seed, pid, server_round)))
     metrics = {k: float(v) for k, v in update.metrics.items()}
     metrics["num-examples"] = len(train_data)
     arrays = corrupt(update.arrays, str(drawn["corrupt"])) if drawn["corrupt"] else update.arrays

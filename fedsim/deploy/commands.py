@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from clients.noise_source import NOISE_MODE_KEY
 from fedsim.config import ConfigError
 from fedsim.deploy import credentials, flwr_cli
 from fedsim.deploy.errors import EXIT_DEPLOY_ERROR, DeployError
@@ -131,6 +132,7 @@ def _node_config(args: argparse.Namespace) -> dict[str, str | int]:
         config["dataset"] = args.dataset
     if args.profile:
         config["profile"] = args.profile
+    config[NOISE_MODE_KEY] = "reproducible" if args.reproducible_client_noise else "secret"
     for item in args.node_config:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -284,6 +286,10 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="named dataset (must match the experiment's task)")
     p.add_argument("--data-path", help="the client's own data (.npz with x, y) in its slot")
     p.add_argument("--profile", help="device profile name")
+    p.add_argument("--reproducible-client-noise", action="store_true",
+                   help="draw the client's privacy noise from the experiment seed (repeatable, "
+                        "but the server can reproduce and subtract it); default: from a "
+                        "secret of this node")
     p.add_argument("--node-config", action="append", default=[], metavar="KEY=VALUE",
                    help="extra node config entries (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="local API bind address")
