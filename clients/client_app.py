@@ -14,7 +14,7 @@ from flwr.clientapp import ClientApp
 from clients.faults import before_training, corrupt, draw_faults
 from clients.noise_source import client_noise_seed
 from clients.runtime import client_device, load_global_model, local_data, model_for, round_seed
-from clients.setup import SETUP_KEY, ClientSetup, parse_setup
+from clients.setup import SETUP_KEY, ClientSetup, check_node_settings, parse_setup
 from fedsim.tasks.kind import task_kind
 from fedsim.tasks.task import augmentation
 from fedsim.tasks.training import LocalBatches, num_local_steps
@@ -68,6 +68,7 @@ def train(msg: Message, context: Context) -> Message:
     """One round of local training with the strategy's client half."""
     config = msg.content["config"]
     setup = parse_setup(str(config[SETUP_KEY]))
+    check_node_settings(setup, context.node_config)
     server_round = int(config["server-round"])
     pid = _setup_partition(context, setup)
     drawn = draw_faults(setup.faults, setup.seed, pid, server_round)

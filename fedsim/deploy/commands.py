@@ -28,7 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clients.noise_source import NOISE_MODE_KEY
+from clients.setup import CLIENT_BOUNDS
 from fedsim.config import ConfigError
+from fedsim.config.schema import DATASETS
 from fedsim.deploy import credentials, flwr_cli
 from fedsim.deploy.errors import EXIT_DEPLOY_ERROR, DeployError
 from fedsim.deploy.experiment import Connection, run_experiment
@@ -129,7 +131,15 @@ def _node_config(args: argparse.Namespace) -> dict[str, str | int]:
                               "give the client's .npz file (arrays x and y)")
         config["data-path"] = str(path.resolve())
     if args.dataset:
+        if args.dataset not in DATASETS:
+            raise DeployError(f"--dataset {args.dataset!r} is not a dataset fedsim knows",
+                              f"use one of {', '.join(DATASETS)} (the experiment's "
+                              "task.dataset)")
         config["dataset"] = args.dataset
+    for bound in CLIENT_BOUNDS:
+        value = getattr(args, bound.key.replace("-", "_"), None)
+        if value is not None:
+            config[bound.key] = value
     if args.profile:
         config["profile"] = args.profile
     config[NOISE_MODE_KEY] = "reproducible" if args.reproducible_client_noise else "secret"
@@ -169,15 +179,37 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_run_config(path: str, sets: list[str]):  # noqa: ANN202
+    """The experiment config; a ``--set task.num_clients=N`` below the config's
+    ``clients_per_round`` (or ``eval.federated_clients``) lowers them to N, with a notice,
+    unless they were ``--set`` too (then the ConfigError stands)."""
+    from fedsim.config import load_config
+
+    given = {item.partition("=")[0].strip() for item in sets}
+    sets = list(sets)
+    for _ in range(2):
+        try:
+            return load_config(path, sets)
+        except ConfigError as err:
+            if err.field not in ("train.clients_per_round", "eval.federated_clients") or \
+                    err.field in given or "task.num_clients" not in given:
+                raise
+            n = int(err.allowed.rsplit("=", 1)[-1])  # "at most task.num_clients = N"
+            print(f"fedsim: {err.field} = {err.value} is more than task.num_clients = {n}; "
+                  f"using {err.field} = {n} (--set {err.field}=K to choose)", file=sys.stderr)
+            sets.append(f"{err.field}={n}")
+    return load_config(path, sets)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.config import load_config, save_config
+    from fedsim.config import save_config
     from fedsim.results.writer import CONFIG_FILE
     from fedsim.run_dirs import new_run_dir
     from fedsim.tasks.task import preflight
 
     conn = _connection(args)
     split_address(conn.address)  # a malformed address fails before the config is loaded
-    cfg = load_config(args.config, args.set)
+    cfg = _load_run_config(args.config, args.set)
     preflight(cfg.task, cfg.seed)
     conn.check()
     run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name).resolve()
@@ -286,6 +318,10 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="named dataset (must match the experiment's task)")
     p.add_argument("--data-path", help="the client's own data (.npz with x, y) in its slot")
     p.add_argument("--profile", help="device profile name")
+    for bound in CLIENT_BOUNDS:
+        p.add_argument(f"--{bound.key}", type=float, metavar="N",
+                       help=f"refuse {bound.setting} {'above' if bound.upper else 'below'} N "
+                            f"(default {bound.default:g})")
     p.add_argument("--reproducible-client-noise", action="store_true",
                    help="draw the client's privacy noise from the experiment seed (repeatable, "
                         "but the server can reproduce and subtract it); default: from a "
