@@ -32,6 +32,7 @@ from clients.setup import CLIENT_BOUNDS
 from fedsim.config import ConfigError
 from fedsim.config.schema import DATASETS
 from fedsim.deploy import credentials, flwr_cli
+from fedsim.deploy.control_gate import CONTROL_FROM_ENV
 from fedsim.deploy.errors import EXIT_DEPLOY_ERROR, DeployError
 from fedsim.deploy.experiment import Connection, run_experiment
 from fedsim.deploy.nodes import SuperLinkSpec, SuperNodeSpec, start_superlink, start_supernode
@@ -102,13 +103,25 @@ def cmd_superlink(args: argparse.Namespace) -> int:
     spec = SuperLinkSpec(home=home, host=args.host, port=args.port,
                          certs=Path(args.certs) if args.certs else None,
                          insecure=args.insecure, auth=not args.no_auth,
-                         database=Path(args.database) if args.database else None)
+                         database=Path(args.database) if args.database else None,
+                         control_from=list(args.control_from))
+    peers = spec.env()[CONTROL_FROM_ENV]
+    if args.insecure or args.no_auth:
+        print("fedsim: WARNING: " + ("no TLS" if args.insecure else "")
+              + (" and " if args.insecure and args.no_auth else "")
+              + ("no SuperNode authentication" if args.no_auth else "")
+              + f": allowed only because the SuperLink listens on loopback ({args.host})",
+              file=sys.stderr)
+    if peers == "any":
+        print("fedsim: WARNING: --control-from any: every machine that reaches port "
+              f"{args.port} and holds ca.crt can submit runs (their code then runs here and "
+              "on every SuperNode) and register SuperNodes", file=sys.stderr)
     proc = start_superlink(spec, echo=not args.quiet)
     mode = "INSECURE (no TLS)" if args.insecure else "TLS"
     auth = "SuperNode authentication ON" if spec.auth else "any SuperNode may join"
-    print(f"fedsim: SuperLink up on {args.host}:{args.port} ({mode}, {auth}); open TCP port "
-          f"{args.port} to SuperNodes and flwr users; FLWR_HOME={home.resolve()}; "
-          f"Ctrl-C stops it", file=sys.stderr)
+    print(f"fedsim: SuperLink up on {args.host}:{args.port} ({mode}, {auth}; runs and "
+          f"registrations only from {peers}); open TCP port {args.port} to SuperNodes; "
+          f"FLWR_HOME={home.resolve()}; Ctrl-C stops it", file=sys.stderr)
     return _serve(proc, "SuperLink")
 
 
@@ -158,7 +171,8 @@ def cmd_supernode(args: argparse.Namespace) -> int:
                          root_certificates=conn.root_certificates,
                          private_key=Path(args.key) if args.key else None,
                          insecure=conn.insecure, host=args.host, port=args.port,
-                         max_wait_time=args.max_wait_time)
+                         max_wait_time=args.max_wait_time,
+                         trusted_app_hashes=list(args.trust_app_hash))
     proc = start_supernode(spec, echo=not args.quiet, timeout=args.timeout)
     print(f"fedsim: SuperNode connected to {conn.address} ({spec.node_config}); "
           f"FLWR_HOME={home.resolve()}; Ctrl-C stops it", file=sys.stderr)
@@ -296,9 +310,13 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address (0.0.0.0 to accept other machines)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="the one port to open")
-    p.add_argument("--insecure", action="store_true", help="no TLS (trusted networks only)")
+    p.add_argument("--insecure", action="store_true",
+                   help="no TLS (refused unless --host is a loopback address)")
     p.add_argument("--no-auth", action="store_true",
-                   help="let any SuperNode join (no key registration)")
+                   help="let any SuperNode join (refused unless --host is a loopback address)")
+    p.add_argument("--control-from", action="append", default=[], metavar="IP",
+                   help="also accept runs and registrations from this address (repeatable; "
+                        "'any': from everyone, with a warning); default: this machine only")
     p.add_argument("--database", help="state file (default: in memory)")
     p.add_argument("--home", help=f"FLWR_HOME (default: {HOMES}/superlink-PORT)")
     p.add_argument("--quiet", action="store_true", help="do not echo Flower's log")
@@ -322,6 +340,9 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{bound.key}", type=float, metavar="N",
                        help=f"refuse {bound.setting} {'above' if bound.upper else 'below'} N "
                             f"(default {bound.default:g})")
+    p.add_argument("--trust-app-hash", action="append", default=[], metavar="SHA256",
+                   help="also execute the Flower app (FAB) with this SHA-256 (repeatable); "
+                        "default: only fedsim's own app")
     p.add_argument("--reproducible-client-noise", action="store_true",
                    help="draw the client's privacy noise from the experiment seed (repeatable, "
                         "but the server can reproduce and subtract it); default: from a "

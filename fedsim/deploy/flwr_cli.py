@@ -21,6 +21,7 @@ from fedsim.deploy.errors import DeployError
 from fedsim.deploy.home import flower_bin, flower_env
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CHATTER = ("Using SuperLink:", "- Recommended property", "Flower App configuration warnings")
 _BOX = re.compile("[\u2500-\u257f]+")  # box-drawing characters of rich's panels
 
 
@@ -57,7 +58,7 @@ def _last_json(text: str) -> dict[str, Any] | None:
 def _message_text(output: str) -> str:
     """The words of ``flwr``'s last message, without colours and the box drawn around it."""
     lines = [_BOX.sub("", _ANSI.sub("", line)).strip() for line in output.splitlines()]
-    words = [line for line in lines if line]
+    words = [line for line in lines if line and not line.startswith(_CHATTER)]
     return " ".join(words[-3:]) if words else "no output"
 
 
