@@ -10,10 +10,11 @@ alone, trust a locally built app by key.
 What fedsim enforces instead, on every SuperNode ``fedsim deploy supernode`` starts: it runs
 ``flower-supernode`` through this module, which switches Flower's own FAB check on and makes it
 apply :func:`fab_allowed`: a FAB is run only if it holds nothing but ``pyproject.toml`` (plus
-Flower's ``.info/`` manifest) and that file is byte for byte the ``pyproject.toml`` of the
-fedsim installed on this node (:data:`fedsim.deploy.experiment.APP_PYPROJECT`, whose components
-are the installed ``fedsim.deploy.server_app:app`` and ``clients.client_app:app``), or if its
-SHA-256 is one the operator listed (``--trust-app-hash``). A FAB that fails gets Flower's
+Flower's ``.info/`` manifest) and that file has the same TOML content (``flwr build``
+reformats it) as the ``pyproject.toml`` of the fedsim installed on this node
+(:data:`fedsim.deploy.experiment.APP_PYPROJECT`, whose components are the installed
+``fedsim.deploy.server_app:app`` and ``clients.client_app:app``), or if its SHA-256 is one
+the operator listed (``--trust-app-hash``). A FAB that fails gets Flower's
 ``FAB_VERIFICATION_ERROR`` reply; its code never runs. The experiment itself travels as run
 config (data) and is checked by the client (``clients.setup.check_node_settings``).
 
@@ -27,6 +28,7 @@ import hashlib
 import io
 import os
 import sys
+import tomllib
 import zipfile
 
 TRUSTED_HASHES_ENV = "FEDSIM_TRUSTED_APP_HASHES"
@@ -44,8 +46,8 @@ def fab_allowed(content: bytes, trusted_hashes: frozenset[str] = frozenset()) ->
             names = fab.namelist()
             code = [n for n in names if not n.startswith(".info/")]
             return code == ["pyproject.toml"] and \
-                fab.read("pyproject.toml") == APP_PYPROJECT.encode()
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+                tomllib.loads(fab.read("pyproject.toml").decode()) == tomllib.loads(APP_PYPROJECT)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, UnicodeDecodeError):
         return False
 
 

@@ -8,8 +8,9 @@ i.e. anyone holding the public ``ca.crt``. ``fedsim deploy superlink`` therefore
 app through Flower's own extension hook (``flwr.superlink.extensions.get_middleware``): a
 request under ``/v1/control/`` or ``/v1/runtime/`` from a peer address that is not allowed gets
 HTTP 403 before Flower reads it. Allowed by default: the loopback addresses ``127.0.0.1`` and
-``::1`` (and the SuperLink's own bind address when it is a specific one), so runs are submitted
-and SuperNodes registered from the SuperLink's machine only. ``--control-from IP`` adds an
+``::1`` and the SuperLink's own addresses (its bind address, or with ``--host 0.0.0.0`` every
+address of its interfaces), so runs are submitted and SuperNodes registered from the
+SuperLink's machine only. ``--control-from IP`` adds an
 address; ``--control-from any`` lets everyone through (with a warning).
 
 Usage (what ``fedsim deploy superlink`` runs): ``python -m fedsim.deploy.control_gate
@@ -32,7 +33,9 @@ ANY = "any"
 def allowed_peers(extra: list[str], bind_host: str) -> list[str]:
     """The peer addresses the gate lets through: loopback, the bind address, ``extra``."""
     peers = list(LOOPBACK)
-    if bind_host not in ("0.0.0.0", "::", "", "localhost"):
+    if bind_host in ("0.0.0.0", "::", ""):  # every interface: every address of this machine
+        peers += machine_addresses()
+    elif bind_host != "localhost":
         peers.append(bind_host)
     for item in extra:
         if item == ANY:
@@ -43,6 +46,17 @@ def allowed_peers(extra: list[str], bind_host: str) -> list[str]:
             raise ValueError(f"--control-from {item!r} is not an IP address (or 'any')") \
                 from None
     return list(dict.fromkeys(peers))
+
+
+def machine_addresses() -> list[str]:
+    """The IP addresses of this machine's network interfaces (a process here dialling the
+    SuperLink's public name arrives from one of them)."""
+    import socket
+
+    import psutil
+
+    return [a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family in (socket.AF_INET, socket.AF_INET6)]
 
 
 def peer_allowed(peer: str | None, allowed: list[str]) -> bool:
