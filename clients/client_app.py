@@ -17,8 +17,9 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from clients.faults import before_training, corrupt, draw_faults
+from clients.noise_source import client_noise_seed
 from clients.runtime import client_device, load_global_model, local_data, model_for, round_seed
-from clients.setup import SETUP_KEY, ClientSetup, parse_setup
+from clients.setup import SETUP_KEY, ClientSetup, check_node_settings, parse_setup
 from fedsim.tasks.device import module_device
 from fedsim.tasks.kind import task_kind
 from fedsim.tasks.task import augmentation
@@ -85,6 +86,7 @@ def _prepare(msg: Message, context: Context) -> _Prepared:
     holds the global model once :func:`_load_global` ran) and client half."""
     config = msg.content["config"]
     setup = parse_setup(str(config[SETUP_KEY]))
+    check_node_settings(setup, context.node_config)
     server_round = int(config["server-round"])
     pid = _setup_partition(context, setup)
     drawn = draw_faults(setup.faults, setup.seed, pid, server_round)
@@ -102,7 +104,7 @@ def _prepare(msg: Message, context: Context) -> _Prepared:
     local = LocalRound(
         model=model, batches=batches, steps=steps, train=t, params=params, content=msg.content,
         state=context.state, server_round=server_round, partition_id=pid,
-        noise_seed=round_seed(setup.seed, pid, server_round, 1))
+        noise_seed=client_noise_seed(context, setup.seed, pid, server_round))
     return _Prepared(setup, pid, drawn, len(train_data), algorithm, local)
 
 

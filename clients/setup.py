@@ -65,3 +65,62 @@ def parse_setup(text: str) -> ClientSetup:
                        build_dataclass(FaultConfig, data.get("faults", {}), "faults."),
                        build_dataclass(DiffusionConfig, data.get("diffusion", {}), "diffusion."),
                        build_dataclass(DnoConfig, data.get("dno", {}), "dno."))
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A limit a node puts on one server setting: node config ``key`` overrides ``default``."""
+
+    setting: str  # dotted name in the setup document
+    key: str  # node config entry (``fedsim deploy supernode --KEY``)
+    default: float
+    upper: bool = True  # an upper bound (else a lower bound)
+
+
+# Defaults: generous for any experiment fedsim ships, small enough that a server cannot make a
+# node work for days, allocate huge batches or switch its privacy noise off or to absurd sizes.
+CLIENT_BOUNDS = (
+    Bound("train.local_steps", "max-local-steps", 10_000),
+    Bound("train.local_epochs", "max-local-epochs", 100),
+    Bound("train.batch_size", "max-batch-size", 4096),
+    Bound("strategy.sigma", "max-noise-sigma", 1e4),
+    Bound("strategy.sigma", "min-noise-sigma", 0.0, upper=False),
+)
+
+
+def _setting(setup: ClientSetup, dotted: str) -> Any:
+    section, name = dotted.split(".", 1)
+    if section == "strategy":
+        return setup.strategy.get(name)
+    return getattr(getattr(setup, section), name, None)
+
+
+def check_bounds(setup: ClientSetup, node_config: dict) -> None:
+    """Refuse (ValueError naming the setting, its value and the bound) server settings
+    outside this node's bounds (:data:`CLIENT_BOUNDS`, overridden by its node config)."""
+    for bound in CLIENT_BOUNDS:
+        value = _setting(setup, bound.setting)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            limit = float(node_config.get(bound.key, bound.default))
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{bound.setting} = {value!r} (or node config {bound.key}) is not "
+                             "a number") from None
+        if (number > limit) if bound.upper else (number < limit):
+            side = "at most" if bound.upper else "at least"
+            raise ValueError(f"this node refuses {bound.setting} = {value!r}: it allows "
+                             f"{side} {limit:g} (node config {bound.key}; raise it with "
+                             f"`fedsim deploy supernode --{bound.key} N`)")
+
+
+def check_node_settings(setup: ClientSetup, node_config: dict) -> None:
+    """What a node checks before it works for the server: the experiment's dataset is the one
+    the node was started for (``--dataset``), and every setting is within its bounds."""
+    dataset = node_config.get("dataset")
+    if dataset is not None and str(dataset) != setup.task.dataset:
+        raise ValueError(f"this node was started with --dataset {dataset} but the experiment "
+                         f"has task.dataset = {setup.task.dataset!r}; start it with --dataset "
+                         f"{setup.task.dataset} or run an experiment on {dataset}")
+    check_bounds(setup, node_config)

@@ -9,8 +9,10 @@ Per round t:
   1/(gamma E) ("1/(lr*E)")} (§2(e).2); uplink the 1-bit payload
   ``sign(Delta_i + sigma * xi_i)``, xi_i ~ p_z i.i.d. (density ~ exp(-|x|^z / z): z = 1
   Laplace, z = 2 Gaussian, z = inf uniform on [-1, 1], any z >= 1 by the Gamma construction,
-  ``fedsim.comm.noise``), drawn from a client-local generator seeded by the client's own
-  ``noise_seed`` (never a seed the server can reproduce, §6.1);
+  ``fedsim.comm.noise``), drawn from a client-local generator seeded by ``noise_seed``
+  (``clients.noise_source``: from a secret of a deployed node, which the server cannot
+  reproduce; in simulation from the experiment seed, partition id and round, which the
+  server can reproduce, for bit-for-bit repeatable runs);
 - server (``ZSignStrategy.server_step``): x <- x - eta * A_t, where A_t is
   ``mean`` (1/n) sum_i s_i (the paper), ``majority`` sign(sum_i s_i) (SignSGD-MV), or
   ``groups``: the clients (partition order) are split into ``num_groups`` groups, each votes

@@ -18,6 +18,9 @@ Constants (``Γ`` the gamma function):
 
 Noise must come from a client-local generator (DESIGN.md, "Reproducible"): every sampler takes
 an explicit ``numpy.random.Generator`` or ``torch.Generator`` and never touches global state.
+The noise hides a client's update from the server only if the generator's seed is secret:
+``clients.noise_source`` decides (a node secret in deployment, the experiment seed in
+simulation).
 """
 
 from __future__ import annotations

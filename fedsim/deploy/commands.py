@@ -27,8 +27,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from clients.noise_source import NOISE_MODE_KEY
+from clients.setup import CLIENT_BOUNDS
 from fedsim.config import ConfigError
+from fedsim.config.schema import DATASETS
 from fedsim.deploy import credentials, flwr_cli
+from fedsim.deploy.control_gate import CONTROL_FROM_ENV
 from fedsim.deploy.errors import EXIT_DEPLOY_ERROR, DeployError
 from fedsim.deploy.experiment import Connection, run_experiment
 from fedsim.deploy.nodes import SuperLinkSpec, SuperNodeSpec, start_superlink, start_supernode
@@ -99,13 +103,25 @@ def cmd_superlink(args: argparse.Namespace) -> int:
     spec = SuperLinkSpec(home=home, host=args.host, port=args.port,
                          certs=Path(args.certs) if args.certs else None,
                          insecure=args.insecure, auth=not args.no_auth,
-                         database=Path(args.database) if args.database else None)
+                         database=Path(args.database) if args.database else None,
+                         control_from=list(args.control_from))
+    peers = spec.env()[CONTROL_FROM_ENV]
+    if args.insecure or args.no_auth:
+        print("fedsim: WARNING: " + ("no TLS" if args.insecure else "")
+              + (" and " if args.insecure and args.no_auth else "")
+              + ("no SuperNode authentication" if args.no_auth else "")
+              + f": allowed only because the SuperLink listens on loopback ({args.host})",
+              file=sys.stderr)
+    if peers == "any":
+        print("fedsim: WARNING: --control-from any: every machine that reaches port "
+              f"{args.port} and holds ca.crt can submit runs (their code then runs here and "
+              "on every SuperNode) and register SuperNodes", file=sys.stderr)
     proc = start_superlink(spec, echo=not args.quiet)
     mode = "INSECURE (no TLS)" if args.insecure else "TLS"
     auth = "SuperNode authentication ON" if spec.auth else "any SuperNode may join"
-    print(f"fedsim: SuperLink up on {args.host}:{args.port} ({mode}, {auth}); open TCP port "
-          f"{args.port} to SuperNodes and flwr users; FLWR_HOME={home.resolve()}; "
-          f"Ctrl-C stops it", file=sys.stderr)
+    print(f"fedsim: SuperLink up on {args.host}:{args.port} ({mode}, {auth}; runs and "
+          f"registrations only from {peers}); open TCP port {args.port} to SuperNodes; "
+          f"FLWR_HOME={home.resolve()}; Ctrl-C stops it", file=sys.stderr)
     return _serve(proc, "SuperLink")
 
 
@@ -128,9 +144,18 @@ def _node_config(args: argparse.Namespace) -> dict[str, str | int]:
                               "give the client's .npz file (arrays x and y)")
         config["data-path"] = str(path.resolve())
     if args.dataset:
+        if args.dataset not in DATASETS:
+            raise DeployError(f"--dataset {args.dataset!r} is not a dataset fedsim knows",
+                              f"use one of {', '.join(DATASETS)} (the experiment's "
+                              "task.dataset)")
         config["dataset"] = args.dataset
+    for bound in CLIENT_BOUNDS:
+        value = getattr(args, bound.key.replace("-", "_"), None)
+        if value is not None:
+            config[bound.key] = value
     if args.profile:
         config["profile"] = args.profile
+    config[NOISE_MODE_KEY] = "reproducible" if args.reproducible_client_noise else "secret"
     for item in args.node_config:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -146,7 +171,8 @@ def cmd_supernode(args: argparse.Namespace) -> int:
                          root_certificates=conn.root_certificates,
                          private_key=Path(args.key) if args.key else None,
                          insecure=conn.insecure, host=args.host, port=args.port,
-                         max_wait_time=args.max_wait_time)
+                         max_wait_time=args.max_wait_time,
+                         trusted_app_hashes=list(args.trust_app_hash))
     proc = start_supernode(spec, echo=not args.quiet, timeout=args.timeout)
     print(f"fedsim: SuperNode connected to {conn.address} ({spec.node_config}); "
           f"FLWR_HOME={home.resolve()}; Ctrl-C stops it", file=sys.stderr)
@@ -167,15 +193,37 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_run_config(path: str, sets: list[str]):  # noqa: ANN202
+    """The experiment config; a ``--set task.num_clients=N`` below the config's
+    ``clients_per_round`` (or ``eval.federated_clients``) lowers them to N, with a notice,
+    unless they were ``--set`` too (then the ConfigError stands)."""
+    from fedsim.config import load_config
+
+    given = {item.partition("=")[0].strip() for item in sets}
+    sets = list(sets)
+    for _ in range(2):
+        try:
+            return load_config(path, sets)
+        except ConfigError as err:
+            if err.field not in ("train.clients_per_round", "eval.federated_clients") or \
+                    err.field in given or "task.num_clients" not in given:
+                raise
+            n = int(err.allowed.rsplit("=", 1)[-1])  # "at most task.num_clients = N"
+            print(f"fedsim: {err.field} = {err.value} is more than task.num_clients = {n}; "
+                  f"using {err.field} = {n} (--set {err.field}=K to choose)", file=sys.stderr)
+            sets.append(f"{err.field}={n}")
+    return load_config(path, sets)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.config import load_config, save_config
+    from fedsim.config import save_config
     from fedsim.results.writer import CONFIG_FILE
     from fedsim.run_dirs import new_run_dir
     from fedsim.tasks.task import preflight
 
     conn = _connection(args)
     split_address(conn.address)  # a malformed address fails before the config is loaded
-    cfg = load_config(args.config, args.set)
+    cfg = _load_run_config(args.config, args.set)
     preflight(cfg.task, cfg.seed)
     conn.check()
     run_dir = new_run_dir(args.out, cfg.output.dir, cfg.name).resolve()
@@ -262,9 +310,13 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address (0.0.0.0 to accept other machines)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="the one port to open")
-    p.add_argument("--insecure", action="store_true", help="no TLS (trusted networks only)")
+    p.add_argument("--insecure", action="store_true",
+                   help="no TLS (refused unless --host is a loopback address)")
     p.add_argument("--no-auth", action="store_true",
-                   help="let any SuperNode join (no key registration)")
+                   help="let any SuperNode join (refused unless --host is a loopback address)")
+    p.add_argument("--control-from", action="append", default=[], metavar="IP",
+                   help="also accept runs and registrations from this address (repeatable; "
+                        "'any': from everyone, with a warning); default: this machine only")
     p.add_argument("--database", help="state file (default: in memory)")
     p.add_argument("--home", help=f"FLWR_HOME (default: {HOMES}/superlink-PORT)")
     p.add_argument("--quiet", action="store_true", help="do not echo Flower's log")
@@ -284,6 +336,17 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="named dataset (must match the experiment's task)")
     p.add_argument("--data-path", help="the client's own data (.npz with x, y) in its slot")
     p.add_argument("--profile", help="device profile name")
+    for bound in CLIENT_BOUNDS:
+        p.add_argument(f"--{bound.key}", type=float, metavar="N",
+                       help=f"refuse {bound.setting} {'above' if bound.upper else 'below'} N "
+                            f"(default {bound.default:g})")
+    p.add_argument("--trust-app-hash", action="append", default=[], metavar="SHA256",
+                   help="also execute the Flower app (FAB) with this SHA-256 (repeatable); "
+                        "default: only fedsim's own app")
+    p.add_argument("--reproducible-client-noise", action="store_true",
+                   help="draw the client's privacy noise from the experiment seed (repeatable, "
+                        "but the server can reproduce and subtract it); default: from a "
+                        "secret of this node")
     p.add_argument("--node-config", action="append", default=[], metavar="KEY=VALUE",
                    help="extra node config entries (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="local API bind address")

@@ -21,6 +21,8 @@ from fedsim.deploy.errors import DeployError
 from fedsim.deploy.home import flower_bin, flower_env
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CHATTER = ("Using SuperLink:", "- Recommended property", "Flower App configuration warnings")
+_BOX = re.compile("[\u2500-\u257f]+")  # box-drawing characters of rich's panels
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ def _last_json(text: str) -> dict[str, Any] | None:
     return None
 
 
+def _message_text(output: str) -> str:
+    """The words of ``flwr``'s last message, without colours and the box drawn around it."""
+    lines = [_BOX.sub("", _ANSI.sub("", line)).strip() for line in output.splitlines()]
+    words = [line for line in lines if line and not line.startswith(_CHATTER)]
+    return " ".join(words[-3:]) if words else "no output"
+
+
 def flwr(args: list[str], home: Path, timeout: float = 60.0,
          cwd: Path | None = None) -> dict[str, Any]:
     """Run ``flwr ARGS --format json`` with ``FLWR_HOME=home``; return its JSON answer."""
@@ -65,10 +74,8 @@ def flwr(args: list[str], home: Path, timeout: float = 60.0,
                           "is the SuperLink still running and reachable?") from None
     answer = _last_json(proc.stdout) or _last_json(proc.stderr)
     if proc.returncode != 0 or not answer or not answer.get("success", False):
-        detail = (answer or {}).get("error-message") or _ANSI.sub(
-            "", (proc.stderr or proc.stdout).strip()).splitlines()[-1:] or ["no output"]
-        if isinstance(detail, list):
-            detail = detail[0]
+        detail = (answer or {}).get("error-message") or _message_text(
+            proc.stderr or proc.stdout)
         raise DeployError(f"`flwr {' '.join(args[:2])}` failed: {detail}",
                           "see `fedsim deploy status` and the SuperLink log")
     return answer
@@ -76,7 +83,7 @@ def flwr(args: list[str], home: Path, timeout: float = 60.0,
 
 def register_supernode(public_key: Path, home: Path, name: str | None = None) -> int:
     """Register a SuperNode public key with the SuperLink; return its node id."""
-    args = ["supernode", "register", str(public_key)]
+    args = ["supernode", "register", str(Path(public_key).resolve())]  # flwr runs in home
     if name:
         args += ["--name", name]
     return int(flwr(args, home)["node-id"])

@@ -8,13 +8,17 @@ an unregistered key (exit code 305), an unreachable SuperLink.
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedsim.deploy.app_policy import TRUSTED_HASHES_ENV
+from fedsim.deploy.control_gate import CONTROL_FROM_ENV, allowed_peers
 from fedsim.deploy.errors import DeployError
-from fedsim.deploy.home import flower_bin
-from fedsim.deploy.probe import check_superlink, port_is_free, require_file
+from fedsim.deploy.probe import check_superlink, port_is_free, require_file, split_address
 from fedsim.deploy.processes import FlowerProcess, launch
 
 SUPERNODE_UP = "SuperNode ID:"
@@ -32,6 +36,7 @@ class SuperLinkSpec:
     insecure: bool = False
     auth: bool = True
     database: Path | None = None
+    control_from: list[str] = field(default_factory=list)  # beyond loopback; "any": everyone
 
     @property
     def address(self) -> str:
@@ -39,9 +44,27 @@ class SuperLinkSpec:
             ("::1" if self.host == "::" else self.host)
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
+    def env(self) -> dict[str, str]:
+        """The control gate's allowed peers (:mod:`fedsim.deploy.control_gate`)."""
+        try:
+            peers = allowed_peers(self.control_from, self.host)
+        except ValueError as err:
+            raise DeployError(str(err), "e.g. --control-from 10.0.0.7") from None
+        return {CONTROL_FROM_ENV: ",".join(peers)}
+
     def command(self) -> list[str]:
-        cmd = [flower_bin("flower-superlink"), "--host", self.host, "--port", str(self.port),
-               "--disable-runtime-dependency-installation"]
+        cmd = [sys.executable, "-m", "fedsim.deploy.control_gate", "--host", self.host,
+               "--port", str(self.port), "--disable-runtime-dependency-installation"]
+        if self.insecure and not is_loopback(self.host):
+            raise DeployError(f"--insecure is refused on {self.host}: without TLS anyone on "
+                              "the network can read and forge every message",
+                              "use TLS (fedsim deploy certs; --certs DIR), or bind "
+                              "--host 127.0.0.1 for a one-machine test")
+        if not self.auth and not is_loopback(self.host):
+            raise DeployError(f"--no-auth is refused on {self.host}: any machine holding "
+                              "ca.crt could join as a SuperNode",
+                              "register the SuperNodes' keys (fedsim deploy register), or "
+                              "bind --host 127.0.0.1 for a one-machine test")
         if self.insecure:
             cmd.append("--insecure")
         else:
@@ -76,10 +99,24 @@ class SuperNodeSpec:
     host: str = "127.0.0.1"
     port: int = 9094
     max_wait_time: float | None = None
+    trusted_app_hashes: list[str] = field(default_factory=list)  # besides fedsim's own app
+
+    def env(self) -> dict[str, str]:
+        """The app policy's extra trusted FAB hashes (:mod:`fedsim.deploy.app_policy`)."""
+        for value in self.trusted_app_hashes:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+                raise DeployError(f"--trust-app-hash {value!r} is not a SHA-256 hex digest",
+                                  "64 hexadecimal characters, e.g. from `sha256sum app.fab`")
+        return {TRUSTED_HASHES_ENV: ",".join(self.trusted_app_hashes)}
 
     def command(self) -> list[str]:
-        cmd = [flower_bin("flower-supernode"), "--superlink", self.superlink,
+        cmd = [sys.executable, "-m", "fedsim.deploy.app_policy", "--superlink", self.superlink,
                "--host", self.host, "--port", str(self.port)]
+        if self.insecure and not is_loopback(split_address(self.superlink)[0]):
+            raise DeployError(f"--insecure is refused for a SuperLink at {self.superlink}: "
+                              "without TLS the connection can be read and forged",
+                              "pass --root-certificates ca.crt (TLS), or run everything on "
+                              "127.0.0.1 for a one-machine test")
         if self.insecure:
             cmd.append("--insecure")
         else:
@@ -96,6 +133,16 @@ class SuperNodeSpec:
         if self.max_wait_time is not None:
             cmd += ["--max-wait-time", str(self.max_wait_time)]
         return cmd
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address or a dialled host) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def format_node_config(config: dict[str, str | int | float]) -> str:
@@ -136,7 +183,7 @@ def start_superlink(spec: SuperLinkSpec, ca_cert: Path | None = None, echo: bool
     if not port_is_free(spec.host, spec.port):
         raise DeployError(f"port {spec.port} on {spec.host} is already in use",
                           "stop what uses it (another SuperLink?) or pick another --port")
-    proc = launch("superlink", cmd, spec.home, echo=echo)
+    proc = launch("superlink", cmd, spec.home, echo=echo, extra_env=spec.env())
     ca = ca_cert or (spec.certs / "ca.crt" if spec.certs else None)
     deadline = time.monotonic() + timeout
     last: DeployError | None = None
@@ -170,7 +217,7 @@ def start_supernode(spec: SuperNodeSpec, echo: bool = False, timeout: float = 60
     if not port_is_free(spec.host, spec.port):
         raise DeployError(f"port {spec.port} on {spec.host} (the SuperNode's local API) is "
                           "already in use", "give each SuperNode on a machine its own --port")
-    proc = launch("supernode", cmd, spec.home, echo=echo)
+    proc = launch("supernode", cmd, spec.home, echo=echo, extra_env=spec.env())
     if proc.wait_for_line(lambda ln: SUPERNODE_UP in ln, timeout):
         return proc
     out = proc.output()

@@ -91,13 +91,14 @@ def _pump(stream: TextIO, log: TextIO, tail: collections.deque, echo: TextIO | N
 
 def launch(role: str, cmd: list[str], flwr_home: Path, log_path: Path | None = None,
            echo: bool = False, extra_pythonpath: list[str] | None = None,
-           cwd: Path | None = None) -> FlowerProcess:
+           cwd: Path | None = None, extra_env: dict[str, str] | None = None) -> FlowerProcess:
     """Start ``cmd`` in a new session with ``FLWR_HOME=flwr_home``; copy its output."""
     flwr_home = Path(flwr_home).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path else flwr_home / f"{role}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    popen = subprocess.Popen(cmd, env=flower_env(flwr_home, extra_pythonpath),
+    env = {**flower_env(flwr_home, extra_pythonpath), **(extra_env or {})}
+    popen = subprocess.Popen(cmd, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, text=True, errors="replace",
                              cwd=str(cwd or flwr_home), start_new_session=True)
