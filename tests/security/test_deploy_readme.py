@@ -1,4 +1,4 @@
-"""The README's deployment commands, as printed, on one machine (finding 10 of #24).
+"""The deployment guide's commands (docs/deployment.md), as printed, on one machine (#24, 10).
 
 Relative paths and the README's order: certs, keys, superlink, register (``keys/site-a.pub``,
 a relative path), two supernodes (each in its own folder holding the copied ``ca.crt`` and
