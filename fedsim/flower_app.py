@@ -124,11 +124,12 @@ def run_config_overrides(app: FlowerApp, items: list[str]) -> dict[str, Any]:
     return config
 
 
-def load_profiles_file(path: str | Path) -> list[dict[str, Any]]:
+def load_profiles_file(path: str | Path, num_clients: int, seed: int) -> list[dict[str, Any]]:
     """The ``[[profiles]]`` tables of a device-profiles TOML file, validated as
-    ``[[engine.profiles]]`` are (ConfigError naming the file and the field)."""
+    ``[[engine.profiles]]`` are, for ``num_clients`` clients (ConfigError naming the file and
+    the field)."""
     from fedsim.config.schema import DeviceProfile
-    from fedsim.engine.profiles import build_profiles
+    from fedsim.engine.profiles import assign_profiles, build_profiles
 
     file = Path(path)
     if not file.is_file():
@@ -144,7 +145,7 @@ def load_profiles_file(path: str | Path) -> list[dict[str, Any]]:
                           "one or more [[profiles]] tables and nothing else (keys: "
                           f"{keys})")
     try:
-        build_profiles(data["profiles"])
+        assign_profiles(build_profiles(data["profiles"]), num_clients, seed)
     except ConfigError as err:
         raise ConfigError(f"{file}: {err.field.removeprefix('engine.')}", err.value,
                           err.allowed) from err

@@ -42,12 +42,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     app = read_flower_app(args.app)
     run_config = run_config_overrides(app, args.run_config)
-    profiles = load_profiles_file(args.profiles) if args.profiles else None
-    if profiles and args.engine != "ray":
-        raise ConfigError("--profiles", args.profiles, "used with --engine ray only")
     n = args.num_supernodes or app.num_supernodes or FLOWER_DEFAULT_SUPERNODES
     if n < 1:
         raise ConfigError("--num-supernodes", n, "a positive integer")
+    profiles = load_profiles_file(args.profiles, n, args.seed) if args.profiles else None
+    if profiles and args.engine != "ray":
+        raise ConfigError("--profiles", args.profiles, "used with --engine ray only")
     sys.path.insert(0, str(app.path))  # the app's packages, as `flwr run` makes them
     print(f"fedsim: Flower app {app.name} ({app.serverapp}, {app.clientapp}) with {n} "
           f"supernodes on engine {args.engine}", file=sys.stderr)
