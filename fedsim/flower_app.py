@@ -118,8 +118,11 @@ def run_config_overrides(app: FlowerApp, items: list[str]) -> dict[str, Any]:
                                                                                      bool):
             value = float(value)
         if type(value) is not type(default):
-            raise ConfigError(f"--run-config {key}", raw, f"a {type(default).__name__} like "
-                              f"the app's default {default!r}")
+            kind = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"
+                    }.get(type(default).__name__, type(default).__name__)
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ConfigError(f"--run-config {key}", raw, f"{article} {kind} like the app's "
+                              f"default {default!r}")
         config[key] = value
     return config
 

@@ -42,7 +42,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     app = read_flower_app(args.app)
     run_config = run_config_overrides(app, args.run_config)
-    n = args.num_supernodes or app.num_supernodes or FLOWER_DEFAULT_SUPERNODES
+    n = args.num_supernodes if args.num_supernodes is not None else \
+        app.num_supernodes or FLOWER_DEFAULT_SUPERNODES
     if n < 1:
         raise ConfigError("--num-supernodes", n, "a positive integer")
     profiles = load_profiles_file(args.profiles, n, args.seed) if args.profiles else None

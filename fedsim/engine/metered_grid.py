@@ -9,11 +9,12 @@ call, so a stock ServerApp that runs ``Strategy.start`` is metered without knowi
 - a **round** opens with each training phase (a ``send_and_receive``, or a ``push_messages``
   followed by pulls, of ``train`` messages) and closes when the next one starts or the app ends:
   one row of ``metrics.jsonl`` then holds the round number (the instructions' ``server-round``),
-  the meter's byte counts (and per-client bytes by partition id), the train replies' metrics
-  averaged with weights ``num-examples`` (``train_*``), the following evaluate phase's
-  (``federated_*``), central metrics where a :class:`~fedsim.engine.strategy_log.StrategyLog`
-  saw them (``central_*``), the inner grid's virtual-clock fields (``end_round``) and the wall
-  seconds;
+  the meter's byte counts of the training phase (and per-client bytes by partition id) and
+  those of the round's other phases (``evaluate_uplink_bytes``, ``evaluate_downlink_bytes``),
+  the train replies' metrics averaged with weights ``num-examples`` (``train_*``), the
+  following evaluate phase's (``federated_*``), central metrics where a
+  :class:`~fedsim.engine.strategy_log.StrategyLog` saw them (``central_*``), the inner grid's
+  virtual-clock fields (``end_round``) and the wall seconds;
 - :meth:`finish` writes ``summary.json`` and the plots, as a fedsim run does.
 
 Row 0 is the initial model (with the traffic of anything sent before the first training phase).

@@ -163,6 +163,11 @@ def test_folder_without_pyproject(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "PATH_TO_FLOWER_APP" in err and "pyproject.toml" in err
 
 
+def test_zero_supernodes(capsys: pytest.CaptureFixture) -> None:
+    err = _error(["simulate", str(EXAMPLE), "--num-supernodes", "0"], capsys)
+    assert "--num-supernodes = 0" in err and "positive integer" in err
+
+
 def test_missing_component(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.flwr.app.components]\nserverapp = "a.server_app:app"\n')
@@ -173,8 +178,8 @@ def test_missing_component(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
 @pytest.mark.parametrize(("item", "words"), [
     ("rounds=3", ["rounds=3", "known:", "num-server-rounds"]),
     ("num-server-rounds", ["KEY=VALUE"]),
-    ("num-server-rounds=three", ["num-server-rounds", "'three'", "int"]),
-    ("lr=fast", ["lr", "float"]),
+    ("num-server-rounds=three", ["num-server-rounds", "'three'", "an integer", "default 3"]),
+    ("lr=fast", ["lr", "a number"]),
 ])
 def test_bad_run_config(item: str, words: list[str], capsys: pytest.CaptureFixture) -> None:
     err = _error(["simulate", str(EXAMPLE), "--run-config", item], capsys)
