@@ -24,18 +24,21 @@ __version__ = "0.1.0"
 _LAZY = {
     "run": "fedsim.api",
     "load": "fedsim.api",
+    "simulate": "fedsim.simulation",
     "RunResult": "fedsim.result",
     "ConfigError": "fedsim.config.errors",
     "ExperimentConfig": "fedsim.config.schema",
 }
 
-__all__ = ["ConfigError", "ExperimentConfig", "RunResult", "__version__", "load", "run"]
+__all__ = ["ConfigError", "ExperimentConfig", "RunResult", "__version__", "load", "run",
+           "simulate"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
     from fedsim.api import load, run
     from fedsim.config.errors import ConfigError
     from fedsim.config.schema import ExperimentConfig
     from fedsim.result import RunResult
+    from fedsim.simulation import simulate
 
 
 def __getattr__(name: str) -> Any:

@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fedsim.deploy.commands import add_deploy_parser
 
     add_deploy_parser(sub)
+    __import__("fedsim.simulate_cli").simulate_cli.add_simulate_parser(sub)
     return parser
 
 

@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context, RecordDict
+from flwr.serverapp import Grid
 
 from fedsim.config.schema import ExperimentConfig
 
@@ -18,17 +20,25 @@ ENGINES = ("ray", "inprocess", "flower")
 DEFAULT_ENGINE = "ray"
 
 
+def serve(server_app: Any, grid: Grid, run_config: dict) -> None:
+    """Run ``server_app`` (a Flower ``ServerApp``) to its end over ``grid``, with the Context a
+    SuperLink gives the ServerApp (``run_config`` as its run config)."""
+    from fedsim.engine.base import SUPERLINK_NODE_ID
+
+    context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                      state=RecordDict(), run_config=dict(run_config))
+    server_app(grid, context)
+
+
 def run_inprocess(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     """Run the ServerApp in this process over an :class:`InProcessGrid`."""
     from clients.client_app import app as client_app
-    from fedsim.engine.inprocess import SUPERLINK_NODE_ID, InProcessGrid
+    from fedsim.engine.inprocess import InProcessGrid
     from fedsim.server_app import app as server_app
 
     run_config = {"config-path": str(config_path)}
     grid = InProcessGrid(client_app, cfg.task.num_clients, run_config, seed=cfg.seed)
-    context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
-                      state=RecordDict(), run_config=run_config)
-    server_app(grid, context)
+    serve(server_app, grid, run_config)
 
 
 def run_engine(name: str, cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:

@@ -13,13 +13,15 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
-from flwr.app import Context, RecordDict
 
 from fedsim.config.schema import EngineConfig, ExperimentConfig
-from fedsim.engine.base import SUPERLINK_NODE_ID
 from fedsim.engine.profiles import assign_profiles, build_profiles
+
+if TYPE_CHECKING:
+    from fedsim.engine.ray_grid import RayGrid
 
 CLIENT_APP = "clients.client_app:app"
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
@@ -72,35 +74,44 @@ def ray_session(engine: EngineConfig) -> Iterator[int]:
         ray.shutdown()
 
 
-def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
-    """Run the experiment on the fedsim Ray engine."""
+def make_ray_grid(client_app_ref: str, num_clients: int, run_config: dict,
+                  engine: EngineConfig, *, seed: int, inline_bytes: int,
+                  partition_work: list[int] | None = None) -> RayGrid:
+    """The fedsim Ray grid of ``engine`` (its profiles, clock and actor settings) running the
+    ClientApp ``client_app_ref`` for ``num_clients`` nodes; call inside :func:`ray_session`.
+    ConfigError names the profile field when the profiles cannot cover the clients."""
     from fedsim.engine.actor import VectorizeOptions
     from fedsim.engine.ray_grid import RayGrid
+
+    profiles = build_profiles(engine.profiles)
+    owner = assign_profiles(profiles, num_clients, seed)
+    return RayGrid(client_app_ref, num_clients, run_config, seed=seed,
+                   profiles=profiles, partition_profile=owner,
+                   deadline_s=engine.deadline_s, compute_timer=engine.compute_timer,
+                   fixed_compute_s=engine.fixed_compute_s,
+                   phase_timeout_s=engine.phase_timeout_s,
+                   # a cluster's actors hold no core of this machine
+                   actors_share_this_machine=not engine.ray_address,
+                   partition_work=partition_work, inline_bytes=inline_bytes,
+                   client_state_backup=engine.client_state_backup,
+                   fold_block=engine.fold_block if engine.fold_replies else 1,
+                   vectorize=VectorizeOptions(engine.vectorize, engine.vectorize_memory_mb))
+
+
+def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
+    """Run the experiment on the fedsim Ray engine."""
+    from fedsim.engine import serve
     from fedsim.server_app import app as server_app
     from fedsim.tasks.task import local_steps_per_client
 
     run_config = {"config-path": str(config_path)}
-    profiles = build_profiles(cfg.engine.profiles)
-    owner = assign_profiles(profiles, cfg.task.num_clients, cfg.seed)
     # clients of unequal local work (local_epochs on unequal partitions) are spread by it
     work = local_steps_per_client(cfg.task, cfg.train, cfg.seed)
     with ray_session(cfg.engine) as inline_bytes:
-        grid = RayGrid(CLIENT_APP, cfg.task.num_clients, run_config, seed=cfg.seed,
-                       profiles=profiles, partition_profile=owner,
-                       deadline_s=cfg.engine.deadline_s, compute_timer=cfg.engine.compute_timer,
-                       fixed_compute_s=cfg.engine.fixed_compute_s,
-                       phase_timeout_s=cfg.engine.phase_timeout_s,
-                       # a cluster's actors hold no core of this machine
-                       actors_share_this_machine=not cfg.engine.ray_address,
-                       partition_work=work, inline_bytes=inline_bytes,
-                       client_state_backup=cfg.engine.client_state_backup,
-                       fold_block=cfg.engine.fold_block if cfg.engine.fold_replies else 1,
-                       vectorize=VectorizeOptions(cfg.engine.vectorize,
-                                                  cfg.engine.vectorize_memory_mb))
+        grid = make_ray_grid(CLIENT_APP, cfg.task.num_clients, run_config, cfg.engine,
+                             seed=cfg.seed, inline_bytes=inline_bytes, partition_work=work)
         try:
-            context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
-                              state=RecordDict(), run_config=run_config)
-            server_app(grid, context)
+            serve(server_app, grid, run_config)
             write_actor_report(grid, run_dir)
         finally:
             grid.shutdown()
