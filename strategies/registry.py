@@ -1,33 +1,24 @@
-"""Strategies by name: each module in ``STRATEGY_MODULES`` defines ``SPEC``, a StrategySpec.
+"""Strategies by name: the ``STRATEGIES`` registry of :class:`StrategySpec` objects.
 
 A spec joins the two halves of one algorithm: a parameter dataclass (``[strategy]`` settings
 with defaults, docs and allowed values), a builder for the server half (a Flower Strategy) and
 the client half (a :class:`~strategies.client_half.ClientAlgorithm`).
+
+Built-ins are entry points of group ``fedsim.strategies`` of fedsim's own distribution
+(``pyproject.toml``); a user's strategy is a dotted reference (``"mylab.fedprox:SPEC"``), an
+entry point of an installed package, or ``@STRATEGIES.register("name")`` (docs/extending.md).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
+from fedsim.registry import Registry, RegistryError
 from strategies.client_half import ClientAlgorithm
-
-STRATEGY_MODULES = (
-    "strategies.fedavg",
-    "strategies.fedadam",
-    "strategies.fedlion",
-    "strategies.zsignfedavg",
-    "strategies.signsgd",
-    "strategies.sto_signsgd",
-    "strategies.ef_signsgd",
-    "strategies.fedda",
-    "strategies.fafed",
-    "strategies.zo_seeds",
-)
 
 
 @dataclass(frozen=True)
@@ -64,23 +55,37 @@ def flower_sampling_kwargs(sampling: Sampling) -> dict[str, Any]:
     }
 
 
-_SPECS: dict[str, StrategySpec] = {}
+def as_strategy_spec(obj: Any) -> StrategySpec:
+    """What a strategy name or reference may stand for, made a :class:`StrategySpec`."""
+    if isinstance(obj, StrategySpec):
+        return obj
+    # HOOK (Flower strategies): a subclass of flwr.serverapp.strategy.Strategy, such as
+    # "flwr:FedProx", is turned into a StrategySpec here by the Flower-strategy adapter
+    # (written on another branch): `if isinstance(obj, type) and issubclass(obj, Strategy):
+    # return flower_strategy_spec(obj)`.
+    raise TypeError(f"expected a strategies.registry.StrategySpec, got {type(obj).__name__} "
+                    f"{getattr(obj, '__name__', obj)!r}")
 
 
-def _load() -> dict[str, StrategySpec]:
-    if not _SPECS:
-        for module in STRATEGY_MODULES:
-            spec: StrategySpec = importlib.import_module(module).SPEC
-            _SPECS[spec.name] = spec
-    return _SPECS
+STRATEGIES: Registry[StrategySpec] = Registry(
+    "strategy", "fedsim.strategies", check=as_strategy_spec,
+    prefixes={"flwr:": "flwr.serverapp.strategy:"})
 
 
 def strategy_names() -> list[str]:
-    return sorted(_load())
+    """Every strategy name known without importing one (built-ins, plugins, decorators)."""
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> StrategySpec:
-    specs = _load()
-    if name not in specs:
-        raise KeyError(f"unknown strategy {name!r}; known: {', '.join(sorted(specs))}")
-    return specs[name]
+    """The strategy named ``name`` or referenced as ``"package.module:SPEC"``.
+
+    Raises KeyError for an unknown name and RegistryError (a ValueError) for a reference that
+    does not resolve to a StrategySpec."""
+    if name not in STRATEGIES:
+        raise KeyError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
+    return STRATEGIES.get(name)
+
+
+__all__ = ["STRATEGIES", "RegistryError", "Sampling", "StrategySpec", "flower_sampling_kwargs",
+           "get_strategy", "strategy_names"]

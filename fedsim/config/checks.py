@@ -6,7 +6,8 @@ from fedsim.config.errors import ConfigError
 from fedsim.config.schema import ExperimentConfig
 from fedsim.tasks.device import DEVICE_CHOICES, valid_device
 
-# Input shape each model needs: name -> datasets it can be trained on.
+# Input shape each built-in model needs: name -> built-in datasets it can be trained on (a
+# plugin model or dataset is not in this table and is not checked here).
 MODEL_DATASETS: dict[str, tuple[str, ...]] = {
     "logreg": ("digits", "mnist", "fashion-mnist", "cifar10", "femnist"),
     "mlp": ("digits", "mnist", "fashion-mnist", "cifar10", "femnist"),
@@ -16,7 +17,8 @@ MODEL_DATASETS: dict[str, tuple[str, ...]] = {
     "eps-mlp": ("digits", "mnist", "fashion-mnist", "cifar10"),
 }
 
-# Training-pool sizes of the datasets (digits: after the central hold-out at the default 0.2).
+# Training-pool sizes of the built-in datasets (digits: after the central hold-out at the
+# default 0.2).
 POOL_SIZES: dict[str, int] = {"digits": 1797, "mnist": 60_000, "fashion-mnist": 60_000,
                               "cifar10": 50_000}
 
@@ -43,7 +45,8 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                           "evaluation runs on the CPU)")
     _check_kind(cfg)
     _check_folding(cfg)
-    if task.dataset not in MODEL_DATASETS[task.model]:
+    if task.dataset in POOL_SIZES and task.dataset not in MODEL_DATASETS.get(task.model,
+                                                                            (task.dataset,)):
         raise ConfigError("task.model", task.model,
                           f"cannot train on {task.dataset!r}; models for {task.dataset!r}: "
                           + ", ".join(m for m, ds in MODEL_DATASETS.items() if task.dataset in ds))

@@ -74,12 +74,18 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 def resolve_strategy_params(strategy: dict[str, Any]) -> dict[str, Any]:
     """Validate ``[strategy]`` with the named strategy's parameter class and fill its defaults."""
-    from strategies.registry import get_strategy, strategy_names
+    from fedsim.registry import RegistryError
+    from strategies.registry import STRATEGIES, strategy_names
 
     name = strategy.get("name", "fedavg")
-    if not isinstance(name, str) or name not in strategy_names():
-        raise ConfigError("strategy.name", name, "one of " + ", ".join(strategy_names()))
-    spec = get_strategy(name)
+    allowed = ("one of " + ", ".join(strategy_names())
+               + ", or a 'package.module:SPEC' reference")
+    if not isinstance(name, str) or name not in STRATEGIES:
+        raise ConfigError("strategy.name", name, allowed)
+    try:
+        spec = STRATEGIES.get(name)
+    except RegistryError as err:
+        raise ConfigError("strategy.name", name, f"{err}; expected {err.allowed}") from None
     params = {k: v for k, v in strategy.items() if k != "name"}
     built = build_dataclass(spec.params_cls, params, "strategy.")
     spec.check(built)

@@ -20,12 +20,10 @@ from flwr.app import Context, RecordDict
 from fedsim.config.schema import EngineConfig, ExperimentConfig
 from fedsim.engine.base import SUPERLINK_NODE_ID
 from fedsim.engine.profiles import assign_profiles, build_profiles
+from fedsim.engine.ray_grid import RAY_INLINE_BYTES
 
 CLIENT_APP = "clients.client_app:app"
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
-RAY_INLINE_BYTES = 100 * 1024
-"""Ray's own ``max_direct_call_object_size``: a task argument or result up to this size travels
-inside the call, larger ones through the object store (a cluster fedsim joins keeps its own)."""
 LOCAL_INLINE_BYTES = 1 << 20
 """The limit fedsim sets on a Ray it starts: a small model's global arrays and an actor's folded
 reply then travel inside the call, which saves a round trip through the object store each way
