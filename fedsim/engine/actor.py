@@ -61,8 +61,13 @@ def private_copy(record: Any) -> Any:
 class ClientActor:
     """Runs the ClientApp for its nodes; wrapped with ``ray.remote`` by the pool."""
 
-    def __init__(self, client_app_ref: str, profile: str, timer: str) -> None:
+    def __init__(self, client_app_ref: str, profile: str, timer: str,
+                 registrations: dict[str, dict[str, Any]] | None = None) -> None:
         os.environ["FEDSIM_ACTOR"] = "1"  # lets injected actor kills (faults) end this process
+        if registrations:  # the driver's decorator registrations (fedsim.registry)
+            from fedsim.registry import install_session_registrations
+
+            install_session_registrations(registrations)
         self.app = load_app(client_app_ref)
         # a ClientApp that declares it never modifies or consumes its input records shares them
         self.copy = (lambda record: record) if getattr(self.app, KEEPS_INPUTS, False) \

@@ -34,8 +34,11 @@ FORWARDED_ENV = ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED",
 
 
 def worker_env() -> dict[str, str]:
-    """Environment of the actors: the app importable, Flower quiet, one torch thread each."""
-    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    """Environment of the actors: the app importable, and a module beside the config too (the
+    current folder, for dotted references such as ``mylab.fedprox:SPEC``), Flower quiet, one
+    torch thread each."""
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.getcwd(), os.environ.get("PYTHONPATH", ""))
+                           if p)
     env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "FLWR_TELEMETRY_ENABLED": "0"}
     env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
     return env
