@@ -137,6 +137,12 @@ class Registry(Generic[T]):
         for table in (self._loaded, self._entries, self._session):
             table.pop(name, None)
 
+    def refresh(self) -> None:
+        """Look for entry points again (a package installed or removed since the first look);
+        names registered by decorator stay."""
+        self._entry_points = None
+        self._loaded = {k: v for k, v in self._loaded.items() if k in self._session}
+
     def _discover(self) -> dict[str, Any]:
         """Entry points of this group, by name (built-ins first on a clash, with a warning)."""
         if self._entry_points is None:
@@ -208,8 +214,7 @@ class Registry(Generic[T]):
         try:
             return self._check(obj)
         except TypeError as err:
-            raise RegistryError(f"{self.kind} {name!r} is not usable: {err}",
-                                f"a {self.kind} ({err})") from err
+            raise RegistryError(f"{self.kind} {name!r} is not usable: {err}", str(err)) from err
 
     def _unknown(self, name: str) -> RegistryError:
         return RegistryError(f"unknown {self.kind} {name!r}",
@@ -228,6 +233,12 @@ _PENDING: dict[str, dict[str, Any]] = {}  # shipped here before their registry w
 def registries() -> dict[str, Registry]:
     """Every registry created so far, by entry point group."""
     return dict(_ALL)
+
+
+def refresh_all() -> None:
+    """:meth:`Registry.refresh` every registry (after installing or removing a plugin)."""
+    for registry in _ALL.values():
+        registry.refresh()
 
 
 def session_registrations() -> dict[str, dict[str, Any]]:

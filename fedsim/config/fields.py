@@ -73,4 +73,5 @@ def check_registered(path: str, value: str, registry_ref: str) -> None:
     try:
         registry.get(value)
     except RegistryError as err:
-        raise ConfigError(path, value, f"{err}; expected {err.allowed}") from None
+        detail = str(err) if err.allowed in str(err) else f"{err}; expected {err.allowed}"
+        raise ConfigError(path, value, detail) from None

@@ -85,7 +85,8 @@ def resolve_strategy_params(strategy: dict[str, Any]) -> dict[str, Any]:
     try:
         spec = STRATEGIES.get(name)
     except RegistryError as err:
-        raise ConfigError("strategy.name", name, f"{err}; expected {err.allowed}") from None
+        detail = str(err) if err.allowed in str(err) else f"{err}; expected {err.allowed}"
+        raise ConfigError("strategy.name", name, detail) from None
     params = {k: v for k, v in strategy.items() if k != "name"}
     built = build_dataclass(spec.params_cls, params, "strategy.")
     spec.check(built)
