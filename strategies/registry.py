@@ -30,6 +30,10 @@ class Sampling:
     evaluate_clients: int  # 0: no federated evaluation
 
 
+def no_check(params: Any) -> None:
+    """A strategy without checks across its parameters (a named function: specs pickle)."""
+
+
 @dataclass(frozen=True)
 class StrategySpec:
     """One federated algorithm, both halves."""
@@ -39,7 +43,7 @@ class StrategySpec:
     params_cls: type
     build_server: Callable[[Any, Sampling], Strategy]
     build_client: Callable[[dict[str, Any]], ClientAlgorithm]
-    check: Callable[[Any], None] = lambda params: None
+    check: Callable[[Any], None] = no_check
     folds_replies: bool = False  # its server step is a weighted average (engine.fold_replies)
 
 

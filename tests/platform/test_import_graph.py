@@ -131,3 +131,13 @@ def test_no_import_cycles() -> None:
     assert "fedsim.tasks.kind" in graph and "strategies.registry" in graph
     cycles = [c for c in find_cycles(graph) if tuple(sorted(set(c))) not in ALLOWED_CYCLES]
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_base_modules_import_no_concrete_implementation() -> None:
+    """The registries' base modules know their implementations only by entry point."""
+    graph = import_graph()
+    assert not {m for m in graph["fedsim.tasks.kind"] if m.startswith("fedsim.diffusion")}
+    assert not {m for m in graph["fedsim.comm.codec"] if m.endswith("_codec")}
+    assert graph["fedsim.registry"] == set()
+    strategies = {m for m in graph["strategies.registry"] if m.startswith("strategies.")}
+    assert strategies == {"strategies.client_half"}
