@@ -45,6 +45,9 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                           "evaluation runs on the CPU)")
     _check_kind(cfg)
     _check_folding(cfg)
+    if task.kind == "classification" and (task.model not in MODEL_DATASETS
+                                          or task.dataset not in POOL_SIZES):
+        _check_plugin_model_fits(cfg)
     if task.dataset in POOL_SIZES and task.dataset not in MODEL_DATASETS.get(task.model,
                                                                             (task.dataset,)):
         raise ConfigError("task.model", task.model,
@@ -75,6 +78,32 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     if task.partitioner == "pathological" and task.classes_per_client > 10:
         raise ConfigError("task.classes_per_client", task.classes_per_client,
                           "at most 10, the number of classes")
+
+
+def _check_plugin_model_fits(cfg: ExperimentConfig) -> None:
+    """A model or dataset from a plugin: build the model for the data source's shape and
+    classes and run two zero examples through it, so a mismatch is reported before the run."""
+    import torch
+
+    from fedsim.tasks.datasets import data_source
+    from fedsim.tasks.models import build_model
+
+    task = cfg.task
+    source = data_source(task, cfg.seed)
+    shape, classes = tuple(source.input_shape), int(source.num_classes)
+    try:
+        model = build_model(task.model, shape, classes)
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *shape))
+    except Exception as err:  # noqa: BLE001 - any failure of user code is the message
+        raise ConfigError("task.model", task.model,
+                          f"a model for dataset {task.dataset!r} (examples of shape {shape}, "
+                          f"{classes} classes); building it or a forward pass failed: "
+                          f"{type(err).__name__}: {err}") from None
+    if tuple(out.shape) != (2, classes):
+        raise ConfigError("task.model", task.model,
+                          f"a model with {classes} outputs for dataset {task.dataset!r}; it "
+                          f"maps 2 examples of shape {shape} to {tuple(out.shape)}")
 
 
 def _check_folding(cfg: ExperimentConfig) -> None:

@@ -106,6 +106,19 @@ def test_bad_names_and_references_name_the_field(plugin_module, section, key, va
     assert says in str(err.value)
 
 
+def test_a_plugin_model_that_does_not_fit_the_data_is_refused(plugin_module) -> None:
+    data = {"task": {"dataset": "labplug:flat_digits", "model": "digits-cnn"}}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert err.value.field == "task.model" and "shape (64,)" in err.value.allowed
+    MODELS.register("five-out", lambda input_shape: nn.Linear(input_shape[0], 5))
+    try:
+        with pytest.raises(ConfigError, match="a model with 10 outputs"):
+            config_from_dict({"task": {"dataset": "labplug:flat_digits", "model": "five-out"}})
+    finally:
+        MODELS.unregister("five-out")
+
+
 def test_decorator_registrations_run_inprocess(tmp_path: Path) -> None:
     @MODELS.register("deco-net")
     def deco_net(num_classes: int) -> nn.Module:
