@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 # The one place the version is written: pyproject.toml reads it from here (setuptools' dynamic
 # version), the wheel's metadata carries it, and `fedsim --version` prints it.
 __version__ = "0.1.0"
+DISTRIBUTION = "fedsim-flower"  # the name on PyPI (``fedsim`` there is another project)
 
 # public name -> module that defines it (add a line here to export another name lazily)
 _LAZY = {

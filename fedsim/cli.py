@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from fedsim import __version__
+from fedsim import DISTRIBUTION, __version__
 from fedsim.config import ConfigError, load_config
 from fedsim.config.load import environment_overrides
 from fedsim.config.shipped import configs_dir, find_config
@@ -59,7 +59,7 @@ def version_line() -> str:
         shown = ", ".join(f"{name} {version(name)}" for name in dists)
         line += (f"\nwarning: the distributions {shown} each install a package named "
                  "'fedsim' into this environment, over each other's files; uninstall them "
-                 "and reinstall fedsim-flower alone (docs/install.md)")
+                 f"and reinstall {DISTRIBUTION} alone (docs/install.md)")
     return line
 
 
@@ -121,16 +121,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from fedsim.config.schema import DATASETS, MODELS, PARTITIONERS
     from fedsim.engine import ENGINES
-    from strategies.registry import get_strategy, strategy_names
+    from fedsim.listing import list_params, list_registries
 
-    print("strategies:")
-    for name in strategy_names():
-        print(f"  {name:<14} {get_strategy(name).summary}")
-    print("datasets:    " + ", ".join(DATASETS))
-    print("models:      " + ", ".join(MODELS))
-    print("partitioners: " + ", ".join(PARTITIONERS))
+    if getattr(args, "params", None):
+        print(list_params(args.params))
+        return 0
+    print(list_registries())
     print("engines:     " + ", ".join(ENGINES))
     print("configs:")
     for path in sorted(CONFIGS_DIR.glob("*.toml")):
@@ -162,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("runs", nargs="+", metavar="RUN_DIR")
     cmp.add_argument("--out", help="folder for the plots and comparison.md")
     cmp.set_defaults(func=cmd_compare)
-    lst = sub.add_parser("list", help="strategies, tasks, engines and ready-made configs")
+    lst = sub.add_parser("list", help="strategies, models, datasets, task kinds, codecs (with "
+                         "where each name comes from), engines and ready-made configs")
+    lst.add_argument("--params", metavar="NAME",
+                     help="a strategy's or task kind's settings with defaults, ranges and docs")
     lst.set_defaults(func=cmd_list)
     from fedsim.deploy.commands import add_deploy_parser
 

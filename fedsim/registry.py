@@ -19,13 +19,16 @@ right kind, so this module imports no concrete implementation.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -134,12 +137,20 @@ class Registry(Generic[T]):
         for table in (self._loaded, self._entries, self._session):
             table.pop(name, None)
 
+    def refresh(self) -> None:
+        """Look for entry points again (a package installed or removed since the first look);
+        names registered by decorator stay."""
+        self._entry_points = None
+        self._loaded = {k: v for k, v in self._loaded.items() if k in self._session}
+
     def _discover(self) -> dict[str, Any]:
         """Entry points of this group, by name (built-ins first on a clash, with a warning)."""
         if self._entry_points is None:
             found: dict[str, Any] = {}
-            for ep in sorted(entry_points(group=self.group),
+            for ep in sorted([*entry_points(group=self.group), *_source_entry_points(self.group)],
                              key=lambda ep: not _is_builtin(ep.value)):
+                if ep.name in found and found[ep.name].value == ep.value:
+                    continue  # the checkout's pyproject.toml repeats the installed metadata
                 if ep.name in found:
                     log.warning("%s %r of %s is ignored: %s already provides it", self.kind,
                                 ep.name, _dist_name(ep), found[ep.name].value)
@@ -203,8 +214,7 @@ class Registry(Generic[T]):
         try:
             return self._check(obj)
         except TypeError as err:
-            raise RegistryError(f"{self.kind} {name!r} is not usable: {err}",
-                                f"a {self.kind} ({err})") from err
+            raise RegistryError(f"{self.kind} {name!r} is not usable: {err}", str(err)) from err
 
     def _unknown(self, name: str) -> RegistryError:
         return RegistryError(f"unknown {self.kind} {name!r}",
@@ -225,6 +235,12 @@ def registries() -> dict[str, Registry]:
     return dict(_ALL)
 
 
+def refresh_all() -> None:
+    """:meth:`Registry.refresh` every registry (after installing or removing a plugin)."""
+    for registry in _ALL.values():
+        registry.refresh()
+
+
 def session_registrations() -> dict[str, dict[str, Any]]:
     """Decorator registrations of every registry in this process, by group: what an engine
     ships to client processes (Ray pickles them by value) so notebook plugins work there."""
@@ -242,6 +258,32 @@ def install_session_registrations(shipped: dict[str, dict[str, Any]]) -> None:
             continue
         for name, obj in items.items():
             registry.register(name, obj, replace=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _checkout_entry_points() -> dict[str, list[EntryPoint]]:
+    """fedsim's own entry points as its source checkout's ``pyproject.toml`` declares them.
+
+    An install's metadata holds them too; reading the file as well keeps a checkout that is
+    only on ``PYTHONPATH`` (or whose editable install predates a new built-in) complete."""
+    path = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        project = tomllib.loads(path.read_text()).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    from fedsim import DISTRIBUTION
+
+    if project.get("name") != DISTRIBUTION:
+        return {}
+    return {group: [EntryPoint(name, value, group) for name, value in table.items()
+                    if _is_builtin(value)]
+            for group, table in project.get("entry-points", {}).items()}
+
+
+def _source_entry_points(group: str) -> list[EntryPoint]:
+    return _checkout_entry_points().get(group, [])
 
 
 def _is_builtin(value: str) -> bool:

@@ -35,8 +35,8 @@ from strategies.client_half import ClientAlgorithm
 from strategies.coded import ModelRepliesMixin
 from strategies.local_prox import LocalProx
 from strategies.local_sgd import LocalSGD
-from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
 from strategies.server_half import FedsimStrategyMixin
+from strategies.spec import Sampling, StrategySpec, flower_sampling_kwargs
 
 PLATFORM_ARGS = frozenset({
     "fraction_train", "fraction_evaluate", "min_train_nodes", "min_evaluate_nodes",

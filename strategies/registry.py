@@ -1,104 +1,55 @@
-"""Strategies by name: each module in ``STRATEGY_MODULES`` defines ``SPEC``, a StrategySpec.
+"""Strategies by name: the ``STRATEGIES`` registry of :class:`StrategySpec` objects.
 
 A spec joins the two halves of one algorithm: a parameter dataclass (``[strategy]`` settings
 with defaults, docs and allowed values), a builder for the server half (a Flower Strategy) and
 the client half (a :class:`~strategies.client_half.ClientAlgorithm`).
+
+Built-ins are entry points of group ``fedsim.strategies`` of fedsim's own distribution
+(``pyproject.toml``); a user's strategy is a dotted reference (``"mylab.fedprox:SPEC"``), an
+entry point of an installed package, or ``@STRATEGIES.register("name")`` (docs/extending.md).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from flwr.serverapp.strategy import Strategy
-
-from strategies.client_half import ClientAlgorithm
-
-STRATEGY_MODULES = (
-    "strategies.fedavg",
-    "strategies.fedadam",
-    "strategies.fedlion",
-    "strategies.zsignfedavg",
-    "strategies.signsgd",
-    "strategies.sto_signsgd",
-    "strategies.ef_signsgd",
-    "strategies.fedda",
-    "strategies.fafed",
-    "strategies.zo_seeds",
-)
+from fedsim.registry import Registry, RegistryError
+from strategies.spec import Sampling, StrategySpec, flower_sampling_kwargs, no_check
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """How many clients the server half asks per phase (the platform fills this in)."""
+def as_strategy_spec(obj: Any) -> StrategySpec:
+    """What a strategy name or reference may stand for, made a :class:`StrategySpec`."""
+    if isinstance(obj, StrategySpec):
+        return obj
+    from flwr.serverapp.strategy import Strategy
 
-    num_clients: int
-    train_clients: int
-    evaluate_clients: int  # 0: no federated evaluation
+    if isinstance(obj, type) and issubclass(obj, Strategy):  # "flwr:FedProx", a user's class
+        from strategies.flower_adapter import flower_strategy_spec
 
-
-@dataclass(frozen=True)
-class StrategySpec:
-    """One federated algorithm, both halves."""
-
-    name: str
-    summary: str
-    params_cls: type
-    build_server: Callable[[Any, Sampling], Strategy]
-    build_client: Callable[[dict[str, Any]], ClientAlgorithm]
-    check: Callable[[Any], None] = lambda params: None
-    folds_replies: bool = False  # its server step is a weighted average (engine.fold_replies)
+        return flower_strategy_spec(obj)
+    raise TypeError(f"expected a strategies.registry.StrategySpec or a Flower Strategy class, "
+                    f"got {type(obj).__name__} {getattr(obj, '__name__', obj)!r}")
 
 
-def flower_sampling_kwargs(sampling: Sampling) -> dict[str, Any]:
-    """Keyword arguments for a Flower FedAvg-family constructor that sample exactly as asked."""
-    n = sampling.num_clients
-    return {
-        "fraction_train": sampling.train_clients / n,
-        "min_train_nodes": sampling.train_clients,
-        "fraction_evaluate": sampling.evaluate_clients / n,
-        "min_evaluate_nodes": sampling.evaluate_clients,
-        "min_available_nodes": max(sampling.train_clients, sampling.evaluate_clients, 1),
-    }
-
-
-_SPECS: dict[str, StrategySpec] = {}
-_REFERENCED: dict[str, StrategySpec] = {}  # named by reference (not listed as built-ins)
-
-
-def _load() -> dict[str, StrategySpec]:
-    if not _SPECS:
-        for module in STRATEGY_MODULES:
-            spec: StrategySpec = importlib.import_module(module).SPEC
-            _SPECS[spec.name] = spec
-    return _SPECS
+STRATEGIES: Registry[StrategySpec] = Registry(
+    "strategy", "fedsim.strategies", check=as_strategy_spec,
+    prefixes={"flwr:": "flwr.serverapp.strategy:"})
 
 
 def strategy_names() -> list[str]:
-    return sorted(_load())
+    """Every strategy name known without importing one (built-ins, plugins, decorators)."""
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> StrategySpec:
-    specs = _load()
-    if name not in specs:
-        if ":" in name:
-            if name not in _REFERENCED:
-                _REFERENCED[name] = _by_reference(name)
-            return _REFERENCED[name]
-        raise KeyError(f"unknown strategy {name!r}; known: {', '.join(sorted(specs))}")
-    return specs[name]
+    """The strategy named ``name`` or referenced as ``"package.module:SPEC"``.
+
+    Raises KeyError for an unknown name and RegistryError (a ValueError) for a reference that
+    does not resolve to a StrategySpec."""
+    if name not in STRATEGIES:
+        raise KeyError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
+    return STRATEGIES.get(name)
 
 
-def _by_reference(name: str) -> StrategySpec:
-    """A StrategySpec, or a Flower strategy class adapted to one, named by reference."""
-    from fedsim.registry import import_dotted
-
-    ref = "flwr.serverapp.strategy:" + name[5:] if name.startswith("flwr:") else name
-    obj = import_dotted(ref)
-    if isinstance(obj, StrategySpec):
-        return obj
-    from strategies.flower_adapter import flower_strategy_spec
-
-    return flower_strategy_spec(obj, name)
+__all__ = ["STRATEGIES", "RegistryError", "Sampling", "StrategySpec", "flower_sampling_kwargs",
+           "get_strategy", "no_check", "strategy_names"]

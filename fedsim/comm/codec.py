@@ -17,6 +17,8 @@ Conventions shared by all codecs:
   k-bit integers, 32·d for fp32); ``payload_bytes(d)`` is what the encoded arrays occupy,
   ``sum(a.nbytes for a in encode(x).values())``, i.e. the bits rounded up to whole bytes plus any
   side information.
+- codecs are found by name in ``CODECS`` (entry point group ``fedsim.codecs``); this
+  module imports none of them.
 - ``layout(d)`` names each array with its dtype and element count, which is what
   :func:`fedsim.comm.validate.check_payload` checks replies against.
 """
@@ -24,11 +26,15 @@ Conventions shared by all codecs:
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from fedsim.registry import Registry, RegistryError, is_dotted
 
 Shape = int | tuple[int, ...]
 
@@ -84,28 +90,65 @@ class Codec(ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
+@dataclass(frozen=True)
+class CodecFamily:
+    """Codecs named ``<family><integer>``: registered as ``int``, ``"int3"`` is
+    ``build(3)``. ``parameter`` says what the integer means (for messages)."""
+
+    build: Callable[[int], Codec]
+    parameter: str
+    summary: str = ""
+
+
+def _as_codec_maker(obj: Any) -> Callable[[], Codec] | CodecFamily:
+    """A codec class or zero-argument factory, or a :class:`CodecFamily`."""
+    if isinstance(obj, CodecFamily) or callable(obj):
+        return obj
+    raise TypeError(f"expected a Codec subclass, a factory () -> Codec or a CodecFamily, got "
+                    f"{type(obj).__name__}")
+
+
+CODECS: Registry[Callable[[], Codec] | CodecFamily] = Registry(
+    "codec", "fedsim.codecs", check=_as_codec_maker)
+_FAMILY_NAME = re.compile(r"([a-z][a-z0-9-]*?[a-z-])(\d+)")
+
+
+def codec_names() -> list[str]:
+    """Codec names as users write them (a family ``int`` shows as ``int<k>``)."""
+    shown = []
+    for name in CODECS.names():
+        maker = CODECS.get(name)
+        shown.append(f"{name}<{maker.parameter}>" if isinstance(maker, CodecFamily) else name)
+    return shown
+
+
 def get_codec(name: str) -> Codec:
-    """A codec by name.
+    """A codec by name (``CODECS``, entry point group ``fedsim.codecs``), or by reference.
 
     ``"sign"`` (1 bit), ``"scaled-sign"`` (1 bit + one float32 scale), ``"int<k>"`` (k-bit
     integers in ``[-(2^(k-1)-1), 2^(k-1)-1]``, e.g. ``"int3"`` for |Δ| <= 3),
     ``"int-e<E>"`` (integers in ``[-E, E]`` with ``k = ceil(log2(2E+1))``, e.g. ``"int-e20"``),
-    ``"fp32"``, ``"fp16"``, ``"bf16"``.
+    ``"fp32"``, ``"fp16"``, ``"bf16"``. A name that is not registered but ends in an integer
+    (``int3``) is built by the family registered under the rest (``int``).
     """
-    from fedsim.comm.float_codec import FLOAT_FORMATS, FloatCodec
-    from fedsim.comm.int_codec import IntCodec
-    from fedsim.comm.sign_codec import ScaledSignCodec, SignCodec
-
-    key = name.strip().lower()
-    if key == "sign":
-        return SignCodec()
-    if key == "scaled-sign":
-        return ScaledSignCodec()
-    if key in FLOAT_FORMATS:
-        return FloatCodec(key)
-    if key.startswith("int-e") and key[5:].isdigit():
-        return IntCodec(bound=int(key[5:]))
-    if key.startswith("int") and key[3:].isdigit():
-        return IntCodec.for_bits(int(key[3:]))
-    raise ValueError(f"unknown codec {name!r}; expected sign, scaled-sign, int<k>, int-e<E>, "
-                     f"{', '.join(FLOAT_FORMATS)}")
+    key = name.strip()
+    key = key if is_dotted(key) else key.lower()
+    maker: Any = None
+    number = None
+    if key in CODECS:
+        maker = CODECS.get(key)
+    else:
+        match = _FAMILY_NAME.fullmatch(key)
+        if match and match.group(1) in CODECS:
+            maker, number = CODECS.get(match.group(1)), int(match.group(2))
+    if isinstance(maker, CodecFamily) and number is not None:
+        codec = maker.build(number)
+    elif maker is not None and not isinstance(maker, CodecFamily) and number is None:
+        codec = maker()
+    else:
+        allowed = ", ".join(codec_names())
+        raise RegistryError(f"unknown codec {name!r}; expected {allowed}", allowed)
+    if not isinstance(codec, Codec):
+        raise RegistryError(f"codec {name!r} built a {type(codec).__name__}, not a Codec",
+                            "a fedsim.comm.codec.Codec")
+    return codec

@@ -76,3 +76,18 @@ class FloatCodec(Codec):
 
     def __repr__(self) -> str:
         return f"FloatCodec({self.fmt!r})"
+
+
+def fp32() -> FloatCodec:
+    """Codec ``fp32``: 32 bits per coordinate."""
+    return FloatCodec("fp32")
+
+
+def fp16() -> FloatCodec:
+    """Codec ``fp16``: IEEE half precision."""
+    return FloatCodec("fp16")
+
+
+def bf16() -> FloatCodec:
+    """Codec ``bf16``: bfloat16 (float32's exponent, 8-bit mantissa)."""
+    return FloatCodec("bf16")

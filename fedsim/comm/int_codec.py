@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedsim.comm.codec import Codec, Shape, as_shape, flat, shape_size
+from fedsim.comm.codec import Codec, CodecFamily, Shape, as_shape, flat, shape_size
 
 PACKED_KEY = "packed"
 MAX_BITS = 16
@@ -126,3 +126,13 @@ class IntCodec(Codec):
 
     def __repr__(self) -> str:
         return f"IntCodec(bound={self.bound}, bits={self.bits})"
+
+
+def _with_bound(bound: int) -> IntCodec:
+    return IntCodec(bound=bound)
+
+
+BITS_FAMILY = CodecFamily(IntCodec.for_bits, "k", "int<k>: k-bit integers in "
+                          "[-(2^(k-1)-1), 2^(k-1)-1], e.g. int3")
+BOUND_FAMILY = CodecFamily(_with_bound, "E", "int-e<E>: integers in [-E, E] with "
+                           "ceil(log2(2E+1)) bits, e.g. int-e20")

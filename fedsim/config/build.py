@@ -9,7 +9,7 @@ import typing
 from typing import Any, TypeVar
 
 from fedsim.config.errors import ConfigError
-from fedsim.config.fields import describe_allowed
+from fedsim.config.fields import check_registered, describe_allowed
 
 T = TypeVar("T")
 
@@ -22,7 +22,7 @@ def _unknown_key_message(key: str, known: list[str]) -> str:
 
 def check_value(path: str, value: Any, expected: type, f: dataclasses.Field) -> Any:
     """Check one value against its declared type and constraints; return it normalised."""
-    allowed = describe_allowed(f, expected)
+    allowed = "a string" if f.metadata.get("registry") else describe_allowed(f, expected)
     if expected is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, value, f"expected {allowed}")
@@ -41,6 +41,8 @@ def check_value(path: str, value: Any, expected: type, f: dataclasses.Field) -> 
     elif expected is str and not isinstance(value, str):
         raise ConfigError(path, value, f"expected {allowed}")
     meta = f.metadata
+    if meta.get("registry"):
+        check_registered(path, value, meta["registry"])
     if meta.get("choices") is not None and value not in meta["choices"]:
         raise ConfigError(path, value, allowed)
     low, high = meta.get("low"), meta.get("high")

@@ -6,7 +6,8 @@ from fedsim.config.errors import ConfigError
 from fedsim.config.schema import ExperimentConfig
 from fedsim.tasks.device import DEVICE_CHOICES, valid_device
 
-# Input shape each model needs: name -> datasets it can be trained on.
+# Input shape each built-in model needs: name -> built-in datasets it can be trained on (a
+# plugin model or dataset is not in this table and is not checked here).
 MODEL_DATASETS: dict[str, tuple[str, ...]] = {
     "logreg": ("digits", "mnist", "fashion-mnist", "cifar10", "femnist"),
     "mlp": ("digits", "mnist", "fashion-mnist", "cifar10", "femnist"),
@@ -16,7 +17,8 @@ MODEL_DATASETS: dict[str, tuple[str, ...]] = {
     "eps-mlp": ("digits", "mnist", "fashion-mnist", "cifar10"),
 }
 
-# Training-pool sizes of the datasets (digits: after the central hold-out at the default 0.2).
+# Training-pool sizes of the built-in datasets (digits: after the central hold-out at the
+# default 0.2).
 POOL_SIZES: dict[str, int] = {"digits": 1797, "mnist": 60_000, "fashion-mnist": 60_000,
                               "cifar10": 50_000}
 
@@ -43,7 +45,11 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                           "evaluation runs on the CPU)")
     _check_kind(cfg)
     _check_folding(cfg)
-    if task.dataset not in MODEL_DATASETS[task.model]:
+    if task.kind == "classification" and (task.model not in MODEL_DATASETS
+                                          or task.dataset not in POOL_SIZES):
+        _check_plugin_model_fits(cfg)
+    if task.dataset in POOL_SIZES and task.dataset not in MODEL_DATASETS.get(task.model,
+                                                                            (task.dataset,)):
         raise ConfigError("task.model", task.model,
                           f"cannot train on {task.dataset!r}; models for {task.dataset!r}: "
                           + ", ".join(m for m, ds in MODEL_DATASETS.items() if task.dataset in ds))
@@ -72,6 +78,32 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     if task.partitioner == "pathological" and task.classes_per_client > 10:
         raise ConfigError("task.classes_per_client", task.classes_per_client,
                           "at most 10, the number of classes")
+
+
+def _check_plugin_model_fits(cfg: ExperimentConfig) -> None:
+    """A model or dataset from a plugin: build the model for the data source's shape and
+    classes and run two zero examples through it, so a mismatch is reported before the run."""
+    import torch
+
+    from fedsim.tasks.datasets import data_source
+    from fedsim.tasks.models import build_model
+
+    task = cfg.task
+    source = data_source(task, cfg.seed)
+    shape, classes = tuple(source.input_shape), int(source.num_classes)
+    try:
+        model = build_model(task.model, shape, classes)
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *shape))
+    except Exception as err:  # noqa: BLE001 - any failure of user code is the message
+        raise ConfigError("task.model", task.model,
+                          f"a model for dataset {task.dataset!r} (examples of shape {shape}, "
+                          f"{classes} classes); building it or a forward pass failed: "
+                          f"{type(err).__name__}: {err}") from None
+    if tuple(out.shape) != (2, classes):
+        raise ConfigError("task.model", task.model,
+                          f"a model with {classes} outputs for dataset {task.dataset!r}; it "
+                          f"maps 2 examples of shape {shape} to {tuple(out.shape)}")
 
 
 def _check_folding(cfg: ExperimentConfig) -> None:

@@ -89,16 +89,19 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 def resolve_strategy_params(strategy: dict[str, Any]) -> dict[str, Any]:
     """Validate ``[strategy]`` with the named strategy's parameter class and fill its defaults."""
-    from strategies.registry import get_strategy, strategy_names
+    from fedsim.registry import RegistryError
+    from strategies.registry import STRATEGIES, strategy_names
 
     name = strategy.get("name", "fedavg")
-    allowed = "one of " + ", ".join(strategy_names()) + ", flwr:<Flower strategy>"
-    if not isinstance(name, str):
+    allowed = ("one of " + ", ".join(strategy_names()) + ", flwr:<a Flower strategy class>, "
+               "or a 'package.module:Name' reference (a StrategySpec or a Flower strategy)")
+    if not isinstance(name, str) or name not in STRATEGIES:
         raise ConfigError("strategy.name", name, allowed)
     try:
-        spec = get_strategy(name)
-    except (KeyError, ValueError, TypeError) as err:
-        raise ConfigError("strategy.name", name, f"{allowed} ({err})") from None
+        spec = STRATEGIES.get(name)
+    except RegistryError as err:
+        detail = str(err) if err.allowed in str(err) else f"{err}; expected {err.allowed}"
+        raise ConfigError("strategy.name", name, detail) from None
     params = {k: v for k, v in strategy.items() if k != "name"}
     built = build_dataclass(spec.params_cls, params, "strategy.")
     spec.check(built)

@@ -12,12 +12,8 @@ from typing import Any
 
 from fedsim.config.fields import setting
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "femnist")
-MODELS = ("logreg", "mlp", "digits-cnn", "cnn", "resnet20", "eps-mlp")
-TASK_KINDS = ("classification", "diffusion", "dno")
 DNO_REWARDS = ("classifier", "brightness", "compressibility")
 DNO_METHODS = ("grad", "hybrid2", "zo")
-PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "natural")
 
 
 @dataclass
@@ -27,13 +23,16 @@ class TaskConfig:
     kind: str = setting("classification", "classification (cross-entropy); diffusion (a DDPM "
                         "trained on the clients' images, [diffusion]); dno (federated noise "
                         "optimisation of a frozen DDPM against the clients' private rewards, "
-                        "[dno])", choices=TASK_KINDS)
-    dataset: str = setting("digits", "dataset; digits is bundled with scikit-learn (offline)",
-                           choices=DATASETS)
-    model: str = setting("logreg", "model architecture", choices=MODELS)
+                        "[dno]); or a plugin's task kind (docs/extending.md)",
+                        registry="fedsim.tasks.kind:TASK_KINDS")
+    dataset: str = setting("digits", "dataset; digits is bundled with scikit-learn (offline); "
+                           "or a data-source factory (task, seed) -> DataSource",
+                           registry="fedsim.tasks.datasets:DATASETS")
+    model: str = setting("logreg", "model architecture, or a factory returning an nn.Module",
+                         registry="fedsim.tasks.models:MODELS")
     num_clients: int = setting(10, "number of clients (partitions)", low=1, high=100_000)
     partitioner: str = setting("dirichlet", "how the training pool is split across clients",
-                               choices=PARTITIONERS)
+                               registry="fedsim.tasks.partitioning:PARTITIONERS")
     alpha: float = setting(0.5, "Dirichlet concentration (smaller = more label skew)",
                            low=0.0, low_open=True)
     shards_per_client: int = setting(2, "shards per client for the shard partitioner", low=1)

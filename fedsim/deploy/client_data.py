@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsim.tasks.arrays import ArrayDataset
-from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES
+from fedsim.tasks.datasets import dataset_facts
 
 
 class ClientDataError(ValueError):
@@ -21,7 +21,7 @@ class ClientDataError(ValueError):
 
 
 def _arrays(x: np.ndarray, y: np.ndarray, dataset: str, path: Path, what: str) -> ArrayDataset:
-    shape = tuple(INPUT_SHAPES[dataset])
+    shape, num_classes = dataset_facts(dataset)
     per_example = int(np.prod(shape))
     if x.ndim < 1 or x.shape[0] != y.shape[0] or y.ndim != 1:
         raise ClientDataError(f"{path}: {what} has {x.shape[0] if x.ndim else 0} examples but "
@@ -29,8 +29,8 @@ def _arrays(x: np.ndarray, y: np.ndarray, dataset: str, path: Path, what: str) -
     if x[0].size != per_example if len(x) else False:
         raise ClientDataError(f"{path}: {what} examples have {x[0].size} values; the task's "
                               f"dataset {dataset!r} needs {per_example} (shape {shape})")
-    if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES[dataset]):
-        raise ClientDataError(f"{path}: {what} labels must be in 0..{NUM_CLASSES[dataset] - 1}")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ClientDataError(f"{path}: {what} labels must be in 0..{num_classes - 1}")
     return ArrayDataset(x.reshape((len(x), *shape)).astype(np.float32), y.astype(np.int64))
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from clients.noise_source import NOISE_MODE_KEY
 from clients.setup import CLIENT_BOUNDS
 from fedsim.config import ConfigError
-from fedsim.config.schema import DATASETS
 from fedsim.deploy import credentials, flwr_cli
 from fedsim.deploy.control_gate import CONTROL_FROM_ENV
 from fedsim.deploy.errors import EXIT_DEPLOY_ERROR, DeployError
@@ -144,10 +143,12 @@ def _node_config(args: argparse.Namespace) -> dict[str, str | int]:
                               "give the client's .npz file (arrays x and y)")
         config["data-path"] = str(path.resolve())
     if args.dataset:
+        from fedsim.tasks.datasets import DATASETS
+
         if args.dataset not in DATASETS:
             raise DeployError(f"--dataset {args.dataset!r} is not a dataset fedsim knows",
-                              f"use one of {', '.join(DATASETS)} (the experiment's "
-                              "task.dataset)")
+                              f"use one of {', '.join(DATASETS.names())}, or a "
+                              "'package.module:Name' reference (the experiment's task.dataset)")
         config["dataset"] = args.dataset
     for bound in CLIENT_BOUNDS:
         value = getattr(args, bound.key.replace("-", "_"), None)

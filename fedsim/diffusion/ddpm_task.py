@@ -28,8 +28,8 @@ from fedsim.diffusion.samplers import model_eps_fn, sample_noise, sequential_sam
 from fedsim.diffusion.schedule import sampler_coeffs
 from fedsim.diffusion.training import ddpm_loss
 from fedsim.tasks.arrays import ArrayDataset
-from fedsim.tasks.datasets import HUB_DATASETS
 from fedsim.tasks.device import module_device
+from fedsim.tasks.hub import HUB_DATASETS
 from fedsim.tasks.kind import CentralEvaluator, TaskKind
 from fedsim.tasks.task import central_test
 from fedsim.tasks.training import BatchLoss
@@ -69,6 +69,8 @@ def denoising_loss(model: nn.Module, x0: torch.Tensor, seed: int,
 
 class DenoisingDiffusion(TaskKind):
     """DDPM training: eps-MLP, denoising loss, sample grids and a quality proxy."""
+
+    settings = ("diffusion", DiffusionConfig)
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)

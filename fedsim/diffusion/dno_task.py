@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedsim.checkpoint import load_checkpoint
-from fedsim.config.schema import DiffusionConfig
+from fedsim.config.schema import DiffusionConfig, DnoConfig
 from fedsim.diffusion.classifier import train_classifier
 from fedsim.diffusion.ddpm_task import SAMPLES_DIR, eps_mlp, to_signed_unit
 from fedsim.diffusion.dno import (
@@ -77,6 +77,8 @@ def load_generator(path: str, diffusion: DiffusionConfig,
 
 class NoiseOptimisation(TaskKind):
     """Federated DNO: z is shared, rewards are private, P(z) is the server's."""
+
+    settings = ("dno", DnoConfig)
 
     runs_on_gpu = False  # the frozen generator and the private rewards are CPU-only for now
     evaluates_local_data = False  # a client scores z with its private reward, not test rows

@@ -79,3 +79,10 @@ class EpsMLP(nn.Module):
     def config_dict(self) -> dict:
         """Plain-dict config, to rebuild a replica elsewhere (e.g. in a Ray actor)."""
         return asdict(self.config)
+
+
+def default_eps_mlp(input_shape: tuple[int, int, int]) -> EpsMLP:
+    """``task.model = "eps-mlp"``: the eps-MLP with default ``[diffusion]`` sizes for images of
+    ``input_shape`` (the diffusion and DNO task kinds build theirs from ``[diffusion]``)."""
+    c, h, w = input_shape
+    return EpsMLP(EpsMLPConfig(channels=c, height=h, width=w))

@@ -52,6 +52,27 @@ def run_engine(name: str, cfg: ExperimentConfig, config_path: Path, run_dir: Pat
     elif name == "flower":
         from fedsim.engine.flower_sim import run_flower
 
+        refuse_session_plugins(cfg, name)
         run_flower(cfg, config_path, run_dir)
     else:
         raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
+
+
+def refuse_session_plugins(cfg: ExperimentConfig, engine: str) -> None:
+    """Raise ConfigError when the config uses a name registered by decorator in this process:
+    engine ``engine`` runs server and clients in processes of its own, which never see it."""
+    from fedsim.config.errors import ConfigError
+    from fedsim.registry import session_registrations
+
+    used = {"fedsim.strategies": ("strategy.name", cfg.strategy_name),
+            "fedsim.tasks": ("task.kind", cfg.task.kind),
+            "fedsim.datasets": ("task.dataset", cfg.task.dataset),
+            "fedsim.models": ("task.model", cfg.task.model),
+            "fedsim.partitioners": ("task.partitioner", cfg.task.partitioner)}
+    for group, names in session_registrations().items():
+        field, value = used.get(group, ("", None))
+        if value in names:
+            raise ConfigError(field, value, f"a dotted reference ('package.module:Name') or an "
+                              f"entry point on engine {engine!r}: {value!r} was registered by "
+                              "decorator in this process only, and Flower's simulation runs "
+                              "the apps in processes of its own (docs/extending.md)")

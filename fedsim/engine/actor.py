@@ -79,8 +79,13 @@ class ClientActor:
     """Runs the ClientApp for its nodes; wrapped with ``ray.remote`` by the pool."""
 
     def __init__(self, client_app_ref: str, profile: str, timer: str,
+                 registrations: dict[str, dict[str, Any]] | None = None,
                  vectorize: VectorizeOptions | None = None) -> None:
         os.environ["FEDSIM_ACTOR"] = "1"  # lets injected actor kills (faults) end this process
+        if registrations:  # the driver's decorator registrations (fedsim.registry)
+            from fedsim.registry import install_session_registrations
+
+            install_session_registrations(registrations)
         self.app = load_app(client_app_ref)
         self.vectorize = vectorize or VectorizeOptions()
         self.train_batch = getattr(self.app, TRAIN_BATCH, None) \

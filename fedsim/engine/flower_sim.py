@@ -61,8 +61,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
         "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+        # fedsim, and the current folder for dotted references to a module beside the config
         "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
-                                                  env.get("PYTHONPATH", "")) if p),
+                                                  os.getcwd(), env.get("PYTHONPATH", "")) if p),
     })
     return env
 

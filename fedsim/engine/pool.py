@@ -12,6 +12,7 @@ holding the states the driver kept for them if it kept any (``RayGrid``).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from flwr.app import Context
 
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.actor import ClientActor, VectorizeOptions
+from fedsim.registry import BUILT_IN_PACKAGES, session_registrations
 
 ActorKey = tuple[int, int]  # (profile index, slot in its pool)
 READY_TIMEOUT_S = 600.0
@@ -100,6 +102,35 @@ def place_nodes(node_profile: dict[int, int], sizes: list[int],
     return {n: (p, slot_of[(p, blocks[n])]) for n, p in node_profile.items()}
 
 
+def shippable_registrations() -> dict[str, dict[str, Any]]:
+    """The driver's decorator registrations (``fedsim.registry``), for each actor to install.
+
+    Ray pickles functions and classes of an importable module by reference; the modules that
+    defined these registrations (a script, a notebook's helper) may not be importable on the
+    actors, so they travel by value (installed packages and fedsim's own stay by reference)."""
+    registrations = session_registrations()
+    for items in registrations.values():
+        for obj in items.values():
+            for name in _defining_modules(obj):
+                module = sys.modules.get(name)
+                if module is not None and _by_value(module):
+                    ray.cloudpickle.register_pickle_by_value(module)
+    return registrations
+
+
+def _defining_modules(obj: Any) -> set[str]:
+    parts = [obj, *(vars(obj).values() if hasattr(obj, "__dict__") and not isinstance(
+        obj, type) else ())]
+    return {m for p in parts if (m := getattr(p, "__module__", None))}
+
+
+def _by_value(module: Any) -> bool:
+    top = module.__name__.split(".", 1)[0]
+    file = getattr(module, "__file__", None) or ""
+    return (module.__name__ != "__main__" and top not in BUILT_IN_PACKAGES
+            and "site-packages" not in file and top not in sys.stdlib_module_names)
+
+
 class ActorPools:
     """The actors of every profile and the nodes each one holds."""
 
@@ -126,6 +157,7 @@ class ActorPools:
             self.nodes_of.setdefault(key, []).append(node_id)
         self.actors: dict[ActorKey, Any] = {}
         self.replaced = 0
+        self.registrations = shippable_registrations()
         ready = [self._start(key) for key in self.nodes_of]
         ray.get(ready, timeout=READY_TIMEOUT_S)
 
@@ -134,7 +166,8 @@ class ActorPools:
         profile = self.profiles[key[0]]
         actor = _RemoteActor.options(num_cpus=profile.num_cpus, num_gpus=profile.num_gpus,
                                      max_restarts=0).remote(self.client_app_ref, profile.name,
-                                                            self.timer, self.vectorize)
+                                                            self.timer, self.registrations,
+                                                            self.vectorize)
         self.actors[key] = actor
         return actor.register.remote([self.make_context(n) for n in self.nodes_of[key]])
 

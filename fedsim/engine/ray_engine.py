@@ -19,15 +19,13 @@ import ray
 
 from fedsim.config.schema import EngineConfig, ExperimentConfig
 from fedsim.engine.profiles import assign_profiles, build_profiles
+from fedsim.engine.ray_grid import RAY_INLINE_BYTES
 
 if TYPE_CHECKING:
     from fedsim.engine.ray_grid import RayGrid
 
 CLIENT_APP = "clients.client_app:app"
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
-RAY_INLINE_BYTES = 100 * 1024
-"""Ray's own ``max_direct_call_object_size``: a task argument or result up to this size travels
-inside the call, larger ones through the object store (a cluster fedsim joins keeps its own)."""
 LOCAL_INLINE_BYTES = 1 << 20
 """The limit fedsim sets on a Ray it starts: a small model's global arrays and an actor's folded
 reply then travel inside the call, which saves a round trip through the object store each way
@@ -38,8 +36,11 @@ FORWARDED_ENV = ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED",
 
 
 def worker_env() -> dict[str, str]:
-    """Environment of the actors: the app importable, Flower quiet, one torch thread each."""
-    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    """Environment of the actors: the app importable, and a module beside the config too (the
+    current folder, for dotted references such as ``mylab.fedprox:SPEC``), Flower quiet, one
+    torch thread each."""
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.getcwd(), os.environ.get("PYTHONPATH", ""))
+                           if p)
     env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "FLWR_TELEMETRY_ENABLED": "0"}
     env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
     return env

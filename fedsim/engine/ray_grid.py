@@ -46,7 +46,6 @@ from fedsim.engine.clock import VirtualClock, client_seconds
 from fedsim.engine.fold import FoldDeadline, FoldReceipt, ReplyFold
 from fedsim.engine.pool import ActorKey, ActorPools
 from fedsim.engine.profiles import round_fate
-from fedsim.engine.ray_engine import RAY_INLINE_BYTES
 from fedsim.engine.threads import driver_threads
 from fedsim.engine.wire import drop_record_chunks, message_bytes
 
@@ -82,6 +81,11 @@ def _array_bytes(records: Iterable[Any]) -> int:
     """The array payload of these records: what decides how Ray ships them."""
     return sum(len(array.data) for record in records if isinstance(record, ArrayRecord)
                for array in record.values())
+
+
+RAY_INLINE_BYTES = 100 * 1024
+"""Ray's own ``max_direct_call_object_size``: a task argument or result up to this size travels
+inside the call, larger ones through the object store (a cluster fedsim joins keeps its own)."""
 
 
 class RayGrid(VirtualGrid):

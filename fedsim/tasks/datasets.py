@@ -1,7 +1,9 @@
-"""Data sources: the bundled digits (offline default) and flwr-datasets hub datasets.
+"""Data sources: the ``DATASETS`` registry of data-source factories ``(task, seed) -> DataSource``.
 
 A source gives each client its whole partition (train and local test, split later) and the
-server a held-out central test set. Clients load only their own partition.
+server a held-out central test set, and tells its own ``input_shape`` (C, H, W) and
+``num_classes``. Clients load only their own partition. The bundled digits live here; the hub
+datasets in :mod:`fedsim.tasks.hub`; both register as entry points of group ``fedsim.datasets``.
 """
 
 from __future__ import annotations
@@ -9,45 +11,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from fedsim.config.schema import TaskConfig
+from fedsim.registry import Registry
 from fedsim.tasks.arrays import ArrayDataset
-from fedsim.tasks.partitioning import build_partitioner, partition_indices
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset: hub id, columns, image shape, normalisation."""
-
-    hub_id: str
-    image_column: str
-    label_column: str
-    shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    has_test_split: bool = True
-
-
-HUB_DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("ylecun/mnist", "image", "label", (1, 28, 28), (0.1307,), (0.3081,)),
-    "fashion-mnist": DatasetInfo("zalando-datasets/fashion_mnist", "image", "label",
-                                 (1, 28, 28), (0.2860,), (0.3530,)),
-    # ImageNet statistics, as in the FedLion paper's CIFAR-10 pipeline (algorithms.md §1c).
-    "cifar10": DatasetInfo("uoft-cs/cifar10", "img", "label", (3, 32, 32),
-                           (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "femnist": DatasetInfo("flwrlabs/femnist", "image", "character", (1, 28, 28),
-                           (0.9637,), (0.1597,), has_test_split=False),
-}
-
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "femnist": 62}
-INPUT_SHAPES = {"digits": (1, 8, 8), **{k: v.shape for k, v in HUB_DATASETS.items()}}
+from fedsim.tasks.partitioning import partition_indices
 
 
 class DataSource(ABC):
-    """Where a task's examples come from."""
+    """Where a task's examples come from, and what they look like."""
+
+    input_shape: tuple[int, ...]
+    """Shape of one example, (C, H, W) for images or (features,) for a table."""
+    num_classes: int
+    """Labels are integers in ``0 .. num_classes - 1``."""
 
     @abstractmethod
     def client_data(self, partition_id: int) -> ArrayDataset:
@@ -61,24 +42,37 @@ class DataSource(ABC):
     def partition_size(self, partition_id: int) -> int:
         """Examples in one client's whole partition, without loading them."""
 
-
-@functools.lru_cache(maxsize=1)
-def _digits() -> ArrayDataset:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    return ArrayDataset((x / 16.0).astype(np.float32).reshape(-1, 1, 8, 8), y.astype(np.int64))
+    def preflight(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Do the work that can fail on the settings (partitioning) now, before the run."""
 
 
-class DigitsSource(DataSource):
-    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
+DataSourceFactory = Callable[[TaskConfig, int], DataSource]
 
-    A stratified share ``central_test_fraction`` is held out for central evaluation; the rest
-    is the training pool that the partitioner splits.
-    """
 
-    def __init__(self, task: TaskConfig, seed: int) -> None:
-        data = _digits()
+def _as_factory(obj: Any) -> DataSourceFactory:
+    if not callable(obj):
+        raise TypeError(f"expected a callable (task, seed) -> DataSource, got "
+                        f"{type(obj).__name__}")
+    return obj
+
+
+DATASETS: Registry[DataSourceFactory] = Registry("dataset", "fedsim.datasets",
+                                                 check=_as_factory)
+
+
+class PooledSource(DataSource):
+    """A labelled pool held in memory: a stratified share ``task.central_test_fraction`` is
+    held out for central evaluation, the partitioner splits the rest (computed on first use).
+
+    Subclass it, or call it with the arrays: ``PooledSource(task, seed, x, y, num_classes)``
+    is a complete data source for features ``x`` (N x ...) and integer labels ``y``."""
+
+    def __init__(self, task: TaskConfig, seed: int, x: np.ndarray, y: np.ndarray,
+                 num_classes: int | None = None) -> None:
+        data = ArrayDataset(np.asarray(x, np.float32), np.asarray(y, np.int64))
+        self.input_shape = tuple(data.x.shape[1:])
+        self.num_classes = int(num_classes if num_classes is not None else data.y.max() + 1)
+        self.task, self.seed = task, seed
         rng = np.random.default_rng(seed)
         test_idx = []
         for c in np.unique(data.y):
@@ -89,7 +83,10 @@ class DigitsSource(DataSource):
         pool = np.setdiff1d(np.arange(len(data)), test)
         self.test = data.subset(test)
         self.pool = data.subset(pool)
-        self.partitions = partition_indices(self.pool.y, task, seed)
+
+    @functools.cached_property
+    def partitions(self) -> list[np.ndarray]:
+        return partition_indices(self.pool.y, self.task, self.seed)
 
     def client_data(self, partition_id: int) -> ArrayDataset:
         return self.pool.subset(self.partitions[partition_id])
@@ -100,51 +97,24 @@ class DigitsSource(DataSource):
     def central_test(self) -> ArrayDataset:
         return self.test
 
+    def preflight(self) -> None:
+        self.partitions  # noqa: B018 - computed now so that partitioning errors surface
 
-class HubSource(DataSource):
-    """A flwr-datasets ``FederatedDataset`` from the Hugging Face hub (needs internet once).
 
-    FEMNIST has no test split: its central test set is the ``central_test_fraction`` of writers
-    after the first ``num_clients`` (natural split) or a seeded hold-out of rows.
-    """
+@functools.lru_cache(maxsize=1)
+def _digits() -> ArrayDataset:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return ArrayDataset((x / 16.0).astype(np.float32).reshape(-1, 1, 8, 8), y.astype(np.int64))
+
+
+class DigitsSource(PooledSource):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download)."""
 
     def __init__(self, task: TaskConfig, seed: int) -> None:
-        from flwr_datasets import FederatedDataset
-
-        self.info = HUB_DATASETS[task.dataset]
-        self.task, self.seed = task, seed
-        partitioner = build_partitioner(task, seed, self.info.label_column)
-        self.fds = FederatedDataset(dataset=self.info.hub_id,
-                                    partitioners={"train": partitioner})
-
-    def _to_arrays(self, ds) -> ArrayDataset:
-        info = self.info
-        ds = ds.with_format("numpy")
-        x = np.stack([np.asarray(img, dtype=np.float32) for img in ds[info.image_column]])
-        x = x[:, None] if x.ndim == 3 else np.transpose(x, (0, 3, 1, 2))
-        x = x / 255.0
-        mean = np.asarray(info.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(info.std, np.float32).reshape(1, -1, 1, 1)
-        return ArrayDataset(((x - mean) / std).astype(np.float32),
-                            np.asarray(ds[info.label_column], dtype=np.int64))
-
-    def client_data(self, partition_id: int) -> ArrayDataset:
-        return self._to_arrays(self.fds.load_partition(partition_id, "train"))
-
-    def partition_size(self, partition_id: int) -> int:
-        return len(self.fds.load_partition(partition_id, "train"))  # rows, not decoded
-
-    def central_test(self) -> ArrayDataset:
-        if self.info.has_test_split:
-            return self._to_arrays(self.fds.load_split("test"))
-        partitioner = self.fds.partitioners["train"]
-        total = partitioner.num_partitions
-        first = self.task.num_clients
-        count = max(1, int(round((total - first) * self.task.central_test_fraction)))
-        parts = [self._to_arrays(self.fds.load_partition(i, "train"))
-                 for i in range(first, min(total, first + count))]
-        return ArrayDataset(np.concatenate([p.x for p in parts]),
-                            np.concatenate([p.y for p in parts]))
+        data = _digits()
+        super().__init__(task, seed, data.x, data.y, num_classes=10)
 
 
 _SOURCES: dict[tuple, DataSource] = {}
@@ -156,6 +126,15 @@ def data_source(task: TaskConfig, seed: int) -> DataSource:
     if key not in _SOURCES:
         if len(_SOURCES) >= 4:
             _SOURCES.pop(next(iter(_SOURCES)))
-        _SOURCES[key] = DigitsSource(task, seed) if task.dataset == "digits" else HubSource(
-            task, seed)
+        source = DATASETS.get(task.dataset)(task, seed)
+        if not isinstance(source, DataSource):
+            raise TypeError(f"dataset {task.dataset!r} returned {type(source).__name__}, not a "
+                            "fedsim.tasks.datasets.DataSource")
+        _SOURCES[key] = source
     return _SOURCES[key]
+
+
+def dataset_facts(name: str) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` of dataset ``name``, as its data source tells them."""
+    source = data_source(TaskConfig(dataset=name), 0)
+    return tuple(source.input_shape), int(source.num_classes)

@@ -1,10 +1,12 @@
 """What kind of learning a task is: its model, its clients' loss, and how it is evaluated.
 
-Every strategy's client half runs its local loop through
+``TASK_KINDS`` maps ``task.kind`` to a :class:`TaskKind` subclass (entry point group
+``fedsim.tasks``). Every strategy's client half runs its local loop through
 :func:`fedsim.tasks.training.backward_on_next_batch`, which asks the batches for their loss, so
 a task kind plugs a new objective into every strategy without touching one:
 
-- ``classification``: cross-entropy on labelled images (the default);
+- ``classification``: cross-entropy on labelled images (the default,
+  ``fedsim/tasks/classification.py``);
 - ``diffusion``: the DDPM denoising loss (``fedsim/diffusion/ddpm_task.py``);
 - ``dno``: the negated private reward of a frozen sampler's samples, the optimised "model" being
   the sampler's noise (``fedsim/diffusion/dno_task.py``).
@@ -21,12 +23,11 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from fedsim.comm.npy import record_to_torch
 from fedsim.config.build import to_dict
+from fedsim.registry import Registry
 from fedsim.tasks.arrays import ArrayDataset
-from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES
-from fedsim.tasks.task import central_test, new_model
-from fedsim.tasks.training import BatchLoss, cross_entropy, evaluate, evaluate_tensors
+from fedsim.tasks.datasets import data_source
+from fedsim.tasks.training import BatchLoss
 
 
 class CentralEvaluator(ABC):
@@ -44,6 +45,9 @@ class TaskKind(ABC):
     server's ``ExperimentConfig`` or a client's ``ClientSetup``.
     """
 
+    settings: tuple[str, type] | None = None
+    """The config section this kind reads and its dataclass, e.g. ``("diffusion",
+    DiffusionConfig)`` (``fedsim list --params``)."""
     runs_on_gpu = True
     """Whether the clients' local work may run on ``train.device``'s GPU (else the CPU)."""
     evaluates_on_gpu = False
@@ -54,8 +58,9 @@ class TaskKind(ABC):
     def __init__(self, spec: Any) -> None:
         self.task = spec.task
         self.seed = int(spec.seed)
-        self.input_shape = INPUT_SHAPES[self.task.dataset]
-        self.num_classes = NUM_CLASSES[self.task.dataset]
+        source = data_source(self.task, self.seed)
+        self.input_shape = tuple(source.input_shape)
+        self.num_classes = int(source.num_classes)
 
     @abstractmethod
     def new_model(self) -> nn.Module:
@@ -92,42 +97,14 @@ class TaskKind(ABC):
         return {}
 
 
-class Classification(TaskKind):
-    """Cross-entropy on labelled images; evaluated by loss and accuracy."""
-
-    evaluates_on_gpu = True
-
-    def new_model(self) -> nn.Module:
-        return new_model(self.task)
-
-    def batch_loss(self, train_data: ArrayDataset, partition_id: int) -> BatchLoss:
-        return cross_entropy
-
-    def evaluate(self, model: nn.Module, data: ArrayDataset,
-                 partition_id: int) -> dict[str, float]:
-        loss, acc = evaluate(model, data)
-        return {"loss": loss, "accuracy": acc}
-
-    def central_evaluator(self, run_dir: Path,
-                          device: torch.device | None = None) -> CentralEvaluator:
-        return _AccuracyEvaluator(self, central_test(self.task, self.seed), device)
+def _as_kind(obj: Any) -> type[TaskKind]:
+    if not (isinstance(obj, type) and issubclass(obj, TaskKind)):
+        raise TypeError(f"expected a subclass of fedsim.tasks.kind.TaskKind, got "
+                        f"{getattr(obj, '__name__', type(obj).__name__)}")
+    return obj
 
 
-class _AccuracyEvaluator(CentralEvaluator):
-    """Loss and accuracy on the central test set, the model and the test set kept on
-    ``device`` (copied there once, not every round)."""
-
-    def __init__(self, kind: Classification, data: ArrayDataset,
-                 device: torch.device | None = None) -> None:
-        device = device or torch.device("cpu")
-        self.model = kind.new_model().to(device)
-        self.x = torch.from_numpy(data.x).to(device)
-        self.y = torch.from_numpy(data.y).to(device)
-
-    def __call__(self, arrays: ArrayRecord, server_round: int) -> dict[str, float]:
-        self.model.load_state_dict(record_to_torch(arrays))
-        loss, acc = evaluate_tensors(self.model, self.x, self.y)
-        return {"central_loss": loss, "central_accuracy": acc}
+TASK_KINDS: Registry[type[TaskKind]] = Registry("task kind", "fedsim.tasks", check=_as_kind)
 
 
 _KINDS: dict[str, TaskKind] = {}
@@ -153,15 +130,5 @@ def _kind_by_value(spec: Any) -> TaskKind:
     key = json.dumps([to_dict(spec.task), to_dict(spec.diffusion), to_dict(spec.dno),
                       int(spec.seed)], sort_keys=True)
     if key not in _KINDS:
-        kind = spec.task.kind
-        if kind == "diffusion":
-            from fedsim.diffusion.ddpm_task import DenoisingDiffusion
-
-            _KINDS[key] = DenoisingDiffusion(spec)
-        elif kind == "dno":
-            from fedsim.diffusion.dno_task import NoiseOptimisation
-
-            _KINDS[key] = NoiseOptimisation(spec)
-        else:
-            _KINDS[key] = Classification(spec)
+        _KINDS[key] = TASK_KINDS.get(spec.task.kind)(spec)
     return _KINDS[key]

@@ -1,9 +1,25 @@
-"""Model architectures, built by name for a dataset's input shape and class count."""
+"""Model architectures, built by name for a dataset's input shape and class count.
+
+``MODELS`` holds model factories. A factory is any callable returning an ``nn.Module``; it is
+called with the keyword arguments it names among ``input_shape`` (C, H, W) and
+``num_classes``, so ``logreg(input_shape, num_classes)`` and torchvision's
+``resnet18(*, weights=None, progress=True, **kwargs)`` (which takes ``num_classes`` through
+``**kwargs``) both work: a factory with ``**kwargs`` gets ``num_classes`` only, one with
+neither name gets ``(input_shape, num_classes)`` positionally.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
+
+from fedsim.registry import Registry
+
+ModelFactory = Callable[..., nn.Module]
 
 
 class LogisticRegression(nn.Module):
@@ -17,10 +33,22 @@ class LogisticRegression(nn.Module):
         return self.linear(x.flatten(1))
 
 
-def mlp(in_features: int, num_classes: int, hidden: int = 200) -> nn.Module:
+def logreg(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Multinomial logistic regression for inputs of ``input_shape``."""
+    return LogisticRegression(_size(input_shape), num_classes)
+
+
+def mlp(input_shape: tuple[int, int, int], num_classes: int, hidden: int = 200) -> nn.Module:
     """Two-layer perceptron (hidden ReLU layer)."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+    return nn.Sequential(nn.Flatten(), nn.Linear(_size(input_shape), hidden), nn.ReLU(),
                          nn.Linear(hidden, num_classes))
+
+
+def _size(input_shape: tuple[int, ...]) -> int:
+    size = 1
+    for s in input_shape:
+        size *= int(s)
+    return size
 
 
 def digits_cnn(num_classes: int = 10) -> nn.Module:
@@ -88,17 +116,39 @@ class ResNet20GN(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """Instantiate model ``name`` for inputs of ``input_shape`` (C, H, W)."""
-    c, h, w = input_shape
-    if name == "logreg":
-        return LogisticRegression(c * h * w, num_classes)
-    if name == "mlp":
-        return mlp(c * h * w, num_classes)
-    if name == "digits-cnn":
-        return digits_cnn(num_classes)
-    if name == "cnn":
-        return fedlion_cnn(num_classes)
-    if name == "resnet20":
-        return ResNet20GN(num_classes)
-    raise ValueError(f"unknown model {name!r}")
+def _as_factory(obj: Any) -> ModelFactory:
+    if not callable(obj):
+        raise TypeError(f"expected a callable returning a torch.nn.Module, got "
+                        f"{type(obj).__name__}")
+    return obj
+
+
+MODELS: Registry[ModelFactory] = Registry("model", "fedsim.models", check=_as_factory)
+
+
+def call_factory(factory: ModelFactory, input_shape: tuple[int, ...],
+                 num_classes: int) -> nn.Module:
+    """Call a model factory with the arguments it names (see the module docstring)."""
+    given = {"input_shape": tuple(input_shape), "num_classes": int(num_classes)}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: positional
+        return factory(*given.values())
+    named = {k: v for k, v in given.items() if k in params
+             and params[k].kind is not inspect.Parameter.POSITIONAL_ONLY}
+    if named:
+        model = factory(**named)
+    elif any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        model = factory(num_classes=given["num_classes"])
+    else:
+        model = factory(*given.values())
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model factory {getattr(factory, '__qualname__', factory)!r} returned "
+                        f"{type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Instantiate model ``name`` (or ``"package.module:factory"``) for inputs of
+    ``input_shape`` (C, H, W) and ``num_classes`` classes."""
+    return call_factory(MODELS.get(name), input_shape, num_classes)

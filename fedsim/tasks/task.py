@@ -9,20 +9,22 @@ from torch import nn
 
 from fedsim.config.schema import TaskConfig, TrainConfig
 from fedsim.tasks.arrays import ArrayDataset, local_test_rows
-from fedsim.tasks.datasets import INPUT_SHAPES, NUM_CLASSES, data_source
+from fedsim.tasks.datasets import data_source
 from fedsim.tasks.models import build_model
 from fedsim.tasks.training import Augment, num_local_steps, random_crop_flip
 
 
-def new_model(task: TaskConfig) -> nn.Module:
-    """A freshly initialised model for the task (seed torch first for reproducibility)."""
-    return build_model(task.model, INPUT_SHAPES[task.dataset], NUM_CLASSES[task.dataset])
+def new_model(task: TaskConfig, seed: int = 0) -> nn.Module:
+    """A freshly initialised model for the task (seed torch first for reproducibility); the
+    data source of ``seed`` tells the input shape and classes."""
+    source = data_source(task, seed)
+    return build_model(task.model, source.input_shape, source.num_classes)
 
 
 def initial_arrays(task: TaskConfig, seed: int) -> ArrayRecord:
     """The global model's initial parameters, drawn from ``seed``."""
     torch.manual_seed(seed)
-    return ArrayRecord(new_model(task).state_dict())
+    return ArrayRecord(new_model(task, seed).state_dict())
 
 
 def augmentation(task: TaskConfig) -> Augment | None:
@@ -45,7 +47,7 @@ def central_test(task: TaskConfig, seed: int) -> ArrayDataset:
 def partition_label_counts(task: TaskConfig, seed: int) -> np.ndarray:
     """Clients x classes matrix of label counts in each client's whole partition."""
     source = data_source(task, seed)
-    counts = np.zeros((task.num_clients, NUM_CLASSES[task.dataset]), dtype=np.int64)
+    counts = np.zeros((task.num_clients, source.num_classes), dtype=np.int64)
     for pid in range(task.num_clients):
         counts[pid] = np.bincount(source.client_data(pid).y, minlength=counts.shape[1])
     return counts
@@ -67,5 +69,4 @@ def local_steps_per_client(task: TaskConfig, train: TrainConfig, seed: int) -> l
 
 def preflight(task: TaskConfig, seed: int) -> None:
     """Build the offline data source now, so partitioning problems surface before the run."""
-    if task.dataset == "digits":
-        data_source(task, seed)
+    data_source(task, seed).preflight()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedsim.config.schema import TaskConfig
-from fedsim.tasks.datasets import HubSource
+from fedsim.tasks.hub import HubSource
 
 
 def _online() -> bool:

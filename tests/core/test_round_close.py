@@ -79,7 +79,7 @@ def test_every_central_evaluation_runs_on_the_engines_thread_count(
     that kernels whose bits depend on the thread count give the same metrics every time."""
     import torch
 
-    from fedsim.tasks.kind import _AccuracyEvaluator
+    from fedsim.tasks.classification import _AccuracyEvaluator
 
     threads: list[int] = []
     real = _AccuracyEvaluator.__call__
@@ -121,7 +121,7 @@ def test_the_central_evaluation_runs_where_eval_device_says(
     import torch
 
     import fedsim.federation as federation
-    from fedsim.tasks.kind import _AccuracyEvaluator
+    from fedsim.tasks.classification import _AccuracyEvaluator
 
     asked: list[tuple[str, str]] = []
     placed: list[str] = []

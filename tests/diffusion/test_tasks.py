@@ -185,7 +185,7 @@ def test_black_box_dno_uplinks_only_reward_values_and_improves(tmp_path: Path,
 def test_hub_images_are_unnormalised_to_the_signed_unit_range() -> None:
     import numpy as np
 
-    from fedsim.tasks.datasets import HUB_DATASETS
+    from fedsim.tasks.hub import HUB_DATASETS
 
     info = HUB_DATASETS["mnist"]
     pixels = np.array([0.0, 0.5, 1.0], np.float32).reshape(1, 1, 1, 3)
