@@ -11,7 +11,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.faults import before_training, corrupt, draw_faults
+from clients.faults import before_training, corrupt, draw_faults, poison
 from clients.runtime import client_device, load_global_model, local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, ClientSetup, parse_setup
 from fedsim.tasks.kind import task_kind
@@ -92,7 +92,7 @@ def train(msg: Message, context: Context) -> Message:
     arrays = corrupt(update.arrays, str(drawn["corrupt"])) if drawn["corrupt"] else update.arrays
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics),
                           **update.extra})
-    return Message(content, reply_to=msg)
+    return Message(poison(content, list(drawn["attack"])), reply_to=msg)
 
 
 @app.evaluate()

@@ -48,6 +48,7 @@ from fedsim.results.writer import METRICS_FILE, PROBLEMS_FILE, ResultsWriter, re
 from fedsim.tasks.device import resolve_device
 from fedsim.tasks.kind import task_kind
 from strategies.registry import Sampling, get_strategy
+from strategies.robust import configure_robustness
 
 log = logging.getLogger("fedsim")
 
@@ -246,6 +247,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     fed_clients = (cfg.eval.federated_clients or n) if cfg.eval.federated_every else 0
     strategy = spec.build_server(params, Sampling(n, cfg.train.clients_per_round, fed_clients))
     strategy.bind_nodes(discover_partitions(grid, n), cfg.seed)
+    configure_robustness(strategy, cfg)  # [robust]: weight caps, norm bound, aggregation
     strategy.node_wait_s = cfg.train.node_wait_s
 
     kind = task_kind(cfg)
