@@ -35,6 +35,7 @@ from flwr.app import Array, ArrayRecord, Message
 
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FLOAT_FORMATS, FloatCodec
+from fedsim.comm.int_codec import MAX_BITS as INT_MAX_BITS
 from fedsim.comm.int_codec import IntCodec
 from fedsim.comm.records import array_records
 from fedsim.config.checks import train_settings_except
@@ -48,7 +49,9 @@ from strategies.vector import model_vector, record_vector, vector_record
 
 MOMENTUM_KEY = "momentum"
 STEPS_METRIC = "local-steps"
-MAX_STEPS = 16383  # IntCodec holds at most 16 bits: 2E+1 <= 2**16
+# the largest E whose 2E+1 levels fit IntCodec's at most 16 bits: 2E+1 <= 2**16 - 1, E = 32767
+# (the bound used to be 16383, half of it: every client of a run with more steps failed)
+MAX_STEPS = (2 ** INT_MAX_BITS - 1) // 2
 
 
 @dataclass
@@ -77,7 +80,8 @@ class FedLionClient(ClientAlgorithm):
     def train(self, local: LocalRound) -> ClientUpdate:
         gamma, steps = float(local.train.lr), int(local.steps)
         if steps > MAX_STEPS:
-            raise ValueError(f"FedLion packs Delta in at most 16 bits: E = {steps} local steps "
+            raise ValueError(f"FedLion packs Delta in at most {INT_MAX_BITS} bits: E = {steps} "
+                             f"local steps "
                              f"exceed {MAX_STEPS}; lower train.local_steps (or local_epochs)")
         x = model_vector(local.model)
         mu = (record_vector(local.content[MOMENTUM_KEY], device=x.device)
