@@ -16,10 +16,12 @@ from strategies.averaging import ViewAveragingFedAvg
 from strategies.coded import ModelRepliesMixin
 from strategies.local_sgd import LocalSGD
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.robust import GuardedFoldMixin
 from strategies.server_half import FedsimStrategyMixin
 
 
-class FedAdamStrategy(ModelRepliesMixin, FedsimStrategyMixin, FedAdam, ViewAveragingFedAvg):
+class FedAdamStrategy(GuardedFoldMixin, ModelRepliesMixin, FedsimStrategyMixin, FedAdam,
+                      ViewAveragingFedAvg):
     """Flower's FedAdam with fedsim's deterministic sampling and reply screening
     (a reply must be an fp32 model with the global model's keys, shapes and finite values).
 

@@ -19,9 +19,18 @@ per array, ``np.median`` over the replies, and ``int(beta * n)`` values cut at e
 
 from __future__ import annotations
 
-import numpy as np
+import functools
+import math
 
+import numpy as np
+from flwr.app import Message
+
+from fedsim.comm.npy import view
+from fedsim.comm.records import array_records, metric_records
 from fedsim.config.schema import ExperimentConfig, RobustConfig
+from fedsim.engine.fold import ReplyFold
+from strategies.reply_checks import WEIGHT_KEY, model_reply_reject_reason
+from strategies.vector import Layout
 
 
 def coordinate_median(stack: np.ndarray) -> np.ndarray:
@@ -97,3 +106,41 @@ def configure_robustness(strategy: object, cfg: ExperimentConfig) -> None:
     if hasattr(strategy, "aggregation"):
         strategy.aggregation = cfg.robust.aggregation  # type: ignore[attr-defined]
         strategy.trim_fraction = cfg.robust.trim_fraction  # type: ignore[attr-defined]
+
+
+def fold_reject_reason(msg: Message, layout: Layout | None, caps: dict[int, float],
+                       default_cap: float | None, max_norm: float,
+                       reference: dict[str, np.ndarray] | None) -> str | None:
+    """The reply check of an engine that folds replies (``engine.fold_replies``): besides the
+    model check, a reply that the guards would clamp or drop is not folded into a sum but
+    sent back on its own, so that the server's guards see it (``caps`` by node id)."""
+    if (reason := model_reply_reject_reason(msg, layout)) is not None:
+        return reason
+    weight = next(iter(metric_records(msg.content).values()))[WEIGHT_KEY]
+    cap = caps.get(msg.metadata.src_node_id, default_cap)
+    if cap is not None and weight > cap:
+        return f"{WEIGHT_KEY} = {weight:.4g} above the partition's cap: left to the server"
+    if max_norm and reference is not None:
+        arrays = {k: view(a) for k, a in array_records(msg.content)["arrays"].items()}
+        norm = update_norm(arrays, reference)
+        if not (math.isfinite(norm) and norm <= max_norm):
+            return f"update norm {norm:.4g} above robust.max_update_norm: left to the server"
+    return None
+
+
+class GuardedFoldMixin:
+    """For whole-model strategies that an engine may fold: the fold's reply check keeps every
+    reply the ``[robust]`` guards would touch out of the sums (goes before
+    ``ModelRepliesMixin`` in the MRO)."""
+
+    def reply_fold(self) -> ReplyFold:
+        partitions = getattr(self, "node_partitions", {}) or {}
+        caps = {node: self.weight_caps[pid] for node, pid in partitions.items()  # type: ignore[attr-defined]
+                if pid in self.weight_caps}  # type: ignore[attr-defined]
+        reference = getattr(self, "_guard_reference", None)
+        return ReplyFold(self.weighted_by_key, functools.partial(  # type: ignore[attr-defined]
+            fold_reject_reason, layout=self.layout, caps=caps,  # type: ignore[attr-defined]
+            default_cap=self.default_weight_cap,  # type: ignore[attr-defined]
+            max_norm=self.max_update_norm,  # type: ignore[attr-defined]
+            reference={k: np.asarray(v) for k, v in reference.items()}
+            if reference is not None and self.max_update_norm else None))  # type: ignore[attr-defined]

@@ -178,3 +178,20 @@ def test_poisoning_table_guards_and_robust_rules_hold_the_unguarded_mean_collaps
     problems = [json.loads(line) for line in
                 (tmp_path / "run2" / "client_problems.jsonl").read_text().splitlines()]
     assert {(p["partition"], p["kind"]) for p in problems} == {(3, "rejected")}
+
+
+def test_an_engine_that_folds_replies_leaves_guarded_ones_to_the_server() -> None:
+    """engine.fold_replies: the actor's check keeps replies the guards would clamp or drop
+    out of its sums (they travel alone and the server's guards see them)."""
+    strategy = _strategy(weight_caps={0: 50.0, 1: 50.0, 2: 50.0, 3: 40.0}, max_update_norm=1e4)
+    messages = train_instructions(strategy, NODES, model_record(START))
+    check = strategy.reply_fold().reject_reason
+    models = _models()
+    assert check(reply(messages[0], model_record(models[0]), 50)) is None
+    assert "cap" in check(reply(messages[3], model_record(models[3]), 41))
+    assert check(reply(messages[3], model_record(models[3]), 40)) is None
+    huge = {"w": np.full((2, 3), ATTACK_VALUE), "b": np.full(2, ATTACK_VALUE)}
+    assert "robust.max_update_norm" in check(reply(messages[1], model_record(huge), 10))
+    import pickle
+
+    pickle.dumps(strategy.reply_fold())  # it travels to the engine's actors
