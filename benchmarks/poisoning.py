@@ -3,7 +3,7 @@ the robust aggregates (docs/robustness.md).
 
 Digits (bundled, offline), 10 IID clients (``--partitioner``), logistic regression, FedAvg
 on the inprocess engine. Partition 3 is the attacker (``faults.attackers = [3]``): in every
-round its train reply claims num-examples = 1.79e308 and carries 3e38 in every coordinate
+round its train reply claims num-examples = 2**53 and carries 3e38 in every coordinate
 (finite, so it passes the NaN/Inf check). Six runs, same seed:
 
     clean                     no attacker, default guards

@@ -21,7 +21,10 @@ from fedsim.config.schema import FaultConfig
 
 FAULT_STREAM = 2
 ACTOR_ENV = "FEDSIM_ACTOR"  # set to "1" inside fedsim's Ray actors
-ATTACK_WEIGHT = 1.79e308  # the largest "num-examples" that is still finite (max is 1.7977e308)
+# the largest "num-examples" a reply schema accepts as an exact integer count (float64 holds
+# every integer up to 2**53; 1.8e308 is inf and refused by any finiteness check): against the
+# ~100 examples of an honest client it takes 1 - 1e-13 of an unguarded weighted mean
+ATTACK_WEIGHT = 2**53
 ATTACK_VALUE = 3e38  # finite in float32 (max 3.4028e38): passes every NaN/Inf check
 
 

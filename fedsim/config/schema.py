@@ -171,8 +171,9 @@ class FaultConfig:
     attackers: list = setting([], "partition ids of Byzantine clients that poison every train "
                               "reply with faults.attacks (a research tool; docs/robustness.md)")
     attacks: list[str] = setting(list(ATTACKS), "what an attacker does: huge-weight (claims "
-                                 "num-examples = 1.79e308), huge-values (every float value of "
-                                 "its update set to 3e38, finite)", choices=ATTACKS)
+                                 "num-examples = 2**53, the largest exact count), huge-values "
+                                 "(every float value of its update set to 3e38, finite)",
+                                 choices=ATTACKS)
 
 
 AGGREGATIONS = ("mean", "median", "trimmed-mean")
