@@ -247,7 +247,6 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     fed_clients = (cfg.eval.federated_clients or n) if cfg.eval.federated_every else 0
     strategy = spec.build_server(params, Sampling(n, cfg.train.clients_per_round, fed_clients))
     strategy.bind_nodes(discover_partitions(grid, n), cfg.seed)
-    configure_robustness(strategy, cfg)  # [robust]: weight caps, norm bound, aggregation
     strategy.node_wait_s = cfg.train.node_wait_s
 
     kind = task_kind(cfg)
@@ -260,6 +259,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     ckpt = load_checkpoint(run_dir)
     if ckpt is not None:
         first_round, clock_offset, arrays = _resume(ckpt, strategy, meter, grid, run_dir)
+    configure_robustness(strategy, cfg)  # [robust], from the config even on resume
     writer = ResultsWriter(run_dir)
 
     def checkpoint(done: int) -> None:
