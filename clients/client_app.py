@@ -16,7 +16,7 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from clients.faults import before_training, corrupt, draw_faults
+from clients.faults import before_training, corrupt, draw_faults, poison
 from clients.noise_source import client_noise_seed
 from clients.runtime import client_device, load_global_model, local_data, model_for, round_seed
 from clients.setup import SETUP_KEY, ClientSetup, check_node_settings, parse_setup
@@ -120,7 +120,7 @@ def _reply(msg: Message, ready: _Prepared, update: ClientUpdate) -> Message:
     arrays = corrupt(update.arrays, str(drawn["corrupt"])) if drawn["corrupt"] else update.arrays
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics),
                           **update.extra})
-    return Message(content, reply_to=msg)
+    return Message(poison(content, list(drawn["attack"])), reply_to=msg)
 
 
 @app.train()

@@ -54,6 +54,7 @@ from fedsim.results.writer import (
 from fedsim.tasks.device import resolve_device
 from fedsim.tasks.kind import task_kind
 from strategies.registry import Sampling, get_strategy
+from strategies.robust import configure_robustness
 
 log = logging.getLogger("fedsim")
 
@@ -335,6 +336,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     ckpt = load_checkpoint(run_dir)
     if ckpt is not None:
         first_round, clock_offset, arrays = _resume(ckpt, strategy, meter, grid, run_dir)
+    configure_robustness(strategy, cfg)  # [robust], from the config even on resume
     writer = ResultsWriter(run_dir)
     if ckpt is None:  # a resumed run keeps the query's problems from its first start
         _report_problems(refused_nodes, 0, writer)

@@ -6,6 +6,12 @@ Flower's ``FedAvg.aggregate_train`` averages the replies' ArrayRecords with
 rebuilds each reply's typed record views. :class:`ViewAveragingFedAvg` does the same arithmetic,
 in the same order and precision, on zero-copy views (``fedsim.comm.npy``) and plain dicts, so
 its results are bit for bit Flower's.
+
+With ``aggregation`` set to ``"median"`` or ``"trimmed-mean"`` (``robust.aggregation``) the
+model is the coordinate-wise median or trimmed mean of the replies instead
+(``strategies/robust.py``; Flower's FedMedian and FedTrimmedAvg). Subclasses of Flower's FedOpt
+family that put this class after theirs in the MRO (FedAdam) get the robust aggregate as
+their pseudo-gradient's mean model.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedsim.comm.npy import record_from_numpy, view
 from fedsim.comm.records import array_records, metric_records
+from strategies.robust import robust_combine
 
 
 def weighted_average(records: list[RecordDict], weight_key: str) -> ArrayRecord:
@@ -44,6 +51,15 @@ def weighted_average(records: list[RecordDict], weight_key: str) -> ArrayRecord:
                 np.multiply(x, factor, out=term)
                 acc[key] += term
     return record_from_numpy({k: np.asarray(v) for k, v in acc.items()})
+
+
+def robust_aggregate(records: list[RecordDict], aggregation: str, beta: float) -> ArrayRecord:
+    """The coordinate-wise median or trimmed mean of the replies' (only) ArrayRecords,
+    unweighted, array by array in the first reply's key order (Flower's FedMedian /
+    FedTrimmedAvg)."""
+    models = [next(iter(array_records(r).values())) for r in records]
+    return record_from_numpy({key: robust_combine([view(m[key]) for m in models], aggregation,
+                                                  beta) for key in models[0]})
 
 
 def _weight_factors(records: list[RecordDict], weight_key: str) -> list[float]:
@@ -82,6 +98,8 @@ class ViewAveragingFedAvg(FedAvg):
     """
 
     replies_screened = False
+    aggregation = "mean"  # robust.aggregation: mean, median or trimmed-mean
+    trim_fraction = 0.1  # robust.trim_fraction (beta of the trimmed mean)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
             ArrayRecord | None, MetricRecord | None]:
@@ -93,5 +111,6 @@ class ViewAveragingFedAvg(FedAvg):
         aggregate_metrics = self.train_metrics_aggr_fn
         if aggregate_metrics is aggregate_metricrecords:  # Flower's default: same values
             aggregate_metrics = weighted_metrics
-        return (weighted_average(contents, self.weighted_by_key),
-                aggregate_metrics(contents, self.weighted_by_key))
+        arrays = (weighted_average(contents, self.weighted_by_key) if self.aggregation == "mean"
+                  else robust_aggregate(contents, self.aggregation, self.trim_fraction))
+        return arrays, aggregate_metrics(contents, self.weighted_by_key)

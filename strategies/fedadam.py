@@ -12,18 +12,23 @@ from typing import Any
 from flwr.serverapp.strategy import FedAdam
 
 from fedsim.config.fields import setting
+from strategies.averaging import ViewAveragingFedAvg
 from strategies.coded import ModelRepliesMixin
 from strategies.local_sgd import LocalSGD
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.robust import GuardedFoldMixin
 from strategies.server_half import FedsimStrategyMixin
 
 
-class FedAdamStrategy(ModelRepliesMixin, FedsimStrategyMixin, FedAdam):
+class FedAdamStrategy(GuardedFoldMixin, ModelRepliesMixin, FedsimStrategyMixin, FedAdam,
+                      ViewAveragingFedAvg):
     """Flower's FedAdam with fedsim's deterministic sampling and reply screening
     (a reply must be an fp32 model with the global model's keys, shapes and finite values).
 
     Flower's FedAdam returns float64 arrays (its moments are float64), which would double the
     downlink; the mixin casts the new model back to the model's own dtypes (float32).
+    ``ViewAveragingFedAvg`` comes after FedAdam in the MRO, so FedAdam's mean model (the
+    pseudo-gradient's) is computed from npy views, or robustly (``robust.aggregation``).
     """
 
 

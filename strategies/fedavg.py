@@ -12,10 +12,12 @@ from strategies.averaging import ViewAveragingFedAvg
 from strategies.coded import ModelRepliesMixin
 from strategies.local_sgd import LocalSGD
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.robust import GuardedFoldMixin
 from strategies.server_half import FedsimStrategyMixin
 
 
-class FedAvgStrategy(ModelRepliesMixin, FedsimStrategyMixin, ViewAveragingFedAvg):
+class FedAvgStrategy(GuardedFoldMixin, ModelRepliesMixin, FedsimStrategyMixin,
+                     ViewAveragingFedAvg):
     """Flower's FedAvg with fedsim's deterministic sampling and reply screening
     (a reply must be an fp32 model with the global model's keys, shapes and finite values)."""
 

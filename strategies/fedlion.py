@@ -27,7 +27,7 @@ Weight decay is off (lambda = 0): with lambda > 0 Delta would not be an integer 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +35,10 @@ from flwr.app import Array, ArrayRecord, Message
 
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FLOAT_FORMATS, FloatCodec
+from fedsim.comm.int_codec import MAX_BITS as INT_MAX_BITS
 from fedsim.comm.int_codec import IntCodec
+from fedsim.comm.records import array_records
+from fedsim.config.checks import train_settings_except
 from fedsim.config.fields import setting
 from fedsim.tasks.device import to_numpy
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
@@ -46,7 +49,9 @@ from strategies.vector import model_vector, record_vector, vector_record
 
 MOMENTUM_KEY = "momentum"
 STEPS_METRIC = "local-steps"
-MAX_STEPS = 16383  # IntCodec holds at most 16 bits: 2E+1 <= 2**16
+# the largest E whose 2E+1 levels fit IntCodec's at most 16 bits: 2E+1 <= 2**16 - 1, E = 32767
+# (the bound used to be 16383, half of it: every client of a run with more steps failed)
+MAX_STEPS = (2 ** INT_MAX_BITS - 1) // 2
 
 
 @dataclass
@@ -60,6 +65,9 @@ class FedLionParams:
     momentum_dtype: str = setting("fp32", "uplink precision of the client momentum (fp32 is the "
                                   "paper; bf16/fp16 halve it)", choices=FLOAT_FORMATS)
 
+    # E is packed in k = ceil(log2(2E+1)) <= 16 bits (IntCodec): the config check refuses more
+    max_local_steps: ClassVar[int] = MAX_STEPS
+
 
 class FedLionClient(ClientAlgorithm):
     """E local Lion steps from (x, m); upload the integer Delta and the momentum mu."""
@@ -72,7 +80,9 @@ class FedLionClient(ClientAlgorithm):
     def train(self, local: LocalRound) -> ClientUpdate:
         gamma, steps = float(local.train.lr), int(local.steps)
         if steps > MAX_STEPS:
-            raise ValueError(f"FedLion packs Delta in at most 16 bits: E <= {MAX_STEPS}")
+            raise ValueError(f"FedLion packs Delta in at most {INT_MAX_BITS} bits: E = {steps} "
+                             f"local steps "
+                             f"exceed {MAX_STEPS}; lower train.local_steps (or local_epochs)")
         x = model_vector(local.model)
         mu = (record_vector(local.content[MOMENTUM_KEY], device=x.device)
               if MOMENTUM_KEY in local.content
@@ -116,6 +126,15 @@ class FedLionStrategy(CodedStrategy):
         steps = reply_int_metric(msg, STEPS_METRIC, 1, MAX_STEPS)
         return {"arrays": IntCodec(bound=steps), MOMENTUM_KEY: self.momentum_codec}
 
+    def update_payload(self, msg: Message) -> tuple[dict[str, np.ndarray], None] | None:
+        """What the norm bound (``robust.max_update_norm``) limits: the decoded momentum mu_i,
+        the only unbounded value of a reply (Delta_i is an integer in [-E, E] by its codec).
+        None before ``reject_reason`` decoded the reply."""
+        decoded = self._decoded.get(id(msg))
+        if decoded is None or MOMENTUM_KEY not in array_records(msg.content):
+            return None
+        return {MOMENTUM_KEY: decoded[MOMENTUM_KEY]}, None
+
     def server_step(self, decoded: list[dict[str, np.ndarray]], replies: list[Message]) -> None:
         if self.lr is None:
             raise RuntimeError("FedLion needs the client learning rate gamma")
@@ -136,4 +155,5 @@ def build_client(params: dict[str, Any]) -> FedLionClient:
 
 
 SPEC = StrategySpec("fedlion", "local Lion steps; integer update + momentum uplink "
-                    "(Tang & Chang 2024)", FedLionParams, build_server, build_client)
+                    "(Tang & Chang 2024)", FedLionParams, build_server, build_client,
+                    uses=train_settings_except("momentum", "weight_decay"))

@@ -18,6 +18,9 @@ algorithm:
   for the results folder; the round continues with the rest, and a round left with no reply
   is reported. Evaluate replies of clients without local test rows (0 examples) are left out
   of the mean and counted (``evaluate_empty``).
+- bounded influence (``[robust]``, ``strategies/robust.py``): a train reply's weight is clamped
+  to its partition's cap and a reply whose update norm exceeds the bound is dropped, both
+  counted (``train_clamped``, ``train_rejected``) and reported like any dropped reply.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 
 from fedsim.comm.npy import view
+from fedsim.comm.records import array_records, metric_records
 from strategies.reply_checks import (
+    WEIGHT_KEY,
     evaluate_reject_reason,
     evaluated_nothing,
     metric_key_outliers,
     model_reply_reject_reason,
 )
+from strategies.robust import update_norm
 from strategies.vector import Layout
 
 log = logging.getLogger("fedsim")
@@ -74,6 +80,10 @@ class FedsimStrategyMixin:
     round_report: dict[str, float]
     reply_problems: list[dict[str, Any]]  # this round's dropped replies: kind and reason
     _sent: list[Message]  # this phase's instructions, till its replies are screened
+    # bounded influence ([robust], set by strategies.robust.configure_robustness)
+    weight_caps: dict[int, float] = {}  # noqa: RUF012 (read-only default) partition -> cap
+    default_weight_cap: float | None = None  # cap of a reply whose partition has none
+    max_update_norm: float = 0.0  # 0: no bound
 
     def bind_nodes(self, node_partitions: dict[int, int], seed: int) -> None:
         """Tell the strategy which partition each node holds (learned by a query round)."""
@@ -103,6 +113,7 @@ class FedsimStrategyMixin:
         self._round, self._grid = server_round, grid
         self.round_report, self.reply_problems = {}, []
         self.layout = Layout.of(arrays)
+        self._guard_reference = {k: view(a) for k, a in arrays.items()}
         with self._without_missing_nodes(grid, "train"):
             self._sent = list(super().configure_train(  # type: ignore[misc]
                 server_round, arrays, config, grid))
@@ -178,7 +189,8 @@ class FedsimStrategyMixin:
             if msg.has_error():
                 failed += 1
                 self._problem(msg, phase, "failed", str(msg.error.reason))
-            elif (reason := self._schema_problem(msg, phase)) is not None:
+            elif (reason := self._schema_problem(msg, phase)) is not None \
+                    or (phase == "train" and (reason := self.guard_reason(msg)) is not None):
                 rejected += 1
                 self._problem(msg, phase, "rejected", reason)
             elif phase == "evaluate" and evaluated_nothing(msg):
@@ -191,6 +203,9 @@ class FedsimStrategyMixin:
             self._problem(kept[i], phase, "rejected", reason)
         kept = [m for i, m in enumerate(kept) if i not in outliers]
         self._sent = []
+        if phase == "train":
+            self.round_report["train_clamped"] = sum(self.clamp_weight(m) for m in kept)
+            self._guard_reference = None  # only screening needs it (and no checkpoint does)
         self.round_report[f"{phase}_failures"] = failed
         self.round_report[f"{phase}_rejected"] = rejected
         if phase == "evaluate":
@@ -222,6 +237,58 @@ class FedsimStrategyMixin:
         log.warning("round %d: no %s reply was usable (%d sent: %d failed, %d rejected, "
                     "%d without test rows); %s this round", rnd, phase, total, failed,
                     rejected, empty, what)
+
+    # ---------------------------------------------------------------- bounded influence
+    def update_payload(self, msg: Message) -> tuple[dict[str, np.ndarray],
+                                                     dict[str, np.ndarray] | None] | None:
+        """The part of a (screened) train reply whose size the norm bound limits, and what it
+        is measured from: by default the model change of a whole-model reply (its ``arrays``
+        against the global model); None where a reply has no unbounded float payload (sign
+        and integer codecs bound every value). Strategies with other float payloads override
+        it (FedLion: its momentum)."""
+        records = array_records(msg.content)
+        reference = getattr(self, "_guard_reference", None)
+        if "arrays" not in records or reference is None:
+            return None
+        arrays = {k: view(a) for k, a in records["arrays"].items()}
+        if list(arrays) != list(reference) or any(
+                a.dtype.kind != "f" or a.shape != reference[k].shape for k, a in arrays.items()):
+            return None  # an encoded payload, not a model
+        return arrays, reference
+
+    def guard_reason(self, msg: Message) -> str | None:
+        """Why a well-formed train reply is still refused: its update norm exceeds
+        ``robust.max_update_norm`` (None: it is within the bound, or there is none)."""
+        if not self.max_update_norm:
+            return None
+        payload = self.update_payload(msg)
+        if payload is None:
+            return None
+        norm = update_norm(*payload)
+        if not norm <= self.max_update_norm:
+            return (f"update L2 norm {norm:.4g} exceeds robust.max_update_norm = "
+                    f"{self.max_update_norm:g}")
+        return None
+
+    def clamp_weight(self, msg: Message, weight_key: str = WEIGHT_KEY) -> bool:
+        """Clamp a kept train reply's weight to its partition's cap (``robust.weight_bound``);
+        True, and a ``clamped`` problem reported, when it claimed more."""
+        folded = getattr(getattr(self, "_grid", None), "fold_counts", None) or {}
+        if id(msg) in folded:  # a sum of several clients' replies, each checked in the actor
+            return False
+        cap = self.weight_caps.get(self.partition_of(msg), self.default_weight_cap)
+        records = metric_records(msg.content)
+        if cap is None or len(records) != 1:
+            return False
+        record = next(iter(records.values()))
+        claimed = record.get(weight_key)
+        if not isinstance(claimed, (int, float)) or claimed <= cap:
+            return False
+        record[weight_key] = int(cap)
+        self._problem(msg, "train", "clamped",
+                      f"{weight_key} = {claimed:.4g} exceeds the partition's {int(cap)} "
+                      f"training examples (robust.weight_bound); clamped to {int(cap)}")
+        return True
 
     def _problem(self, msg: Message, phase: str, kind: str, reason: str) -> None:
         pid = self.partition_of(msg)

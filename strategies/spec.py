@@ -40,6 +40,9 @@ class StrategySpec:
     build_client: Callable[[dict[str, Any]], ClientAlgorithm]
     check: Callable[[Any], None] = no_check
     folds_replies: bool = False  # its server step is a weighted average (engine.fold_replies)
+    # the ``train.*`` settings its client half uses (None: all); configs that change any other
+    # from its default are refused (fedsim.config.checks.check_ignored_settings)
+    uses: frozenset[str] | None = None
 
 
 def flower_sampling_kwargs(sampling: Sampling) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from fedsim.config.errors import ConfigError
-from fedsim.config.schema import ExperimentConfig
+from fedsim.config.schema import ExperimentConfig, TrainConfig
 from fedsim.tasks.device import DEVICE_CHOICES, valid_device
 
 # Input shape each built-in model needs: name -> built-in datasets it can be trained on (a
@@ -45,6 +48,9 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                           "evaluation runs on the CPU)")
     _check_kind(cfg)
     _check_folding(cfg)
+    check_ignored_settings(cfg)
+    _check_local_steps_limit(cfg)
+    _check_robust(cfg)
     if task.kind == "classification" and (task.model not in MODEL_DATASETS
                                           or task.dataset not in POOL_SIZES):
         _check_plugin_model_fits(cfg)
@@ -140,3 +146,76 @@ def _check_kind(cfg: ExperimentConfig) -> None:
             raise ConfigError("dno.reward", "classifier",
                               "brightness or compressibility for cifar10 (the classifier "
                               "reward is a digit classifier)")
+
+
+def train_settings_except(*ignored: str) -> frozenset[str]:
+    """Every ``train.*`` setting but ``ignored`` (a strategy's ``StrategySpec.uses``)."""
+    names = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)}
+    unknown = {f"train.{n}" for n in ignored} - names
+    if unknown:
+        raise ValueError(f"not train settings: {sorted(unknown)}")
+    return frozenset(names - {f"train.{n}" for n in ignored})
+
+
+def check_ignored_settings(cfg: ExperimentConfig) -> None:
+    """Refuse a ``train.*`` setting changed from its default that the chosen strategy's client
+    half never reads (it would run exactly as with the default: a silent no-op)."""
+    from strategies.registry import get_strategy
+
+    uses = get_strategy(cfg.strategy_name).uses
+    if uses is None:
+        return
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg.train, f.name)
+        if f"train.{f.name}" not in uses and value != f.default:
+            raise ConfigError(f"train.{f.name}", value,
+                              f"{f.default!r} (the default) for strategy {cfg.strategy_name!r},"
+                              f" which ignores train.{f.name}")
+
+
+def _check_local_steps_limit(cfg: ExperimentConfig) -> None:
+    """A strategy whose uplink bounds E (``max_local_steps`` on its parameter class, e.g.
+    FedLion's 16-bit integer codec) refuses more local steps before any client fails."""
+    from strategies.registry import get_strategy
+
+    limit = getattr(get_strategy(cfg.strategy_name).params_cls, "max_local_steps", None)
+    train = cfg.train
+    if limit is None:
+        return
+    if train.local_steps > limit:
+        raise ConfigError("train.local_steps", train.local_steps,
+                          f"1 <= value <= {limit} for strategy {cfg.strategy_name!r}")
+    pool = POOL_SIZES.get(cfg.task.dataset)
+    if train.local_steps == 0 and pool is not None \
+            and train.local_epochs * math.ceil(pool / train.batch_size) > limit:
+        from fedsim.tasks.task import local_steps_per_client
+
+        most = max(local_steps_per_client(cfg.task, cfg.train, cfg.seed) or [0])
+        if most > limit:
+            raise ConfigError("train.local_epochs", train.local_epochs,
+                              f"fewer: the largest client would take {most} local steps, at "
+                              f"most {limit} for strategy {cfg.strategy_name!r} (or set "
+                              f"train.local_steps <= {limit})")
+
+
+def _check_robust(cfg: ExperimentConfig) -> None:
+    """Robust aggregation needs whole-model replies, averaged on the server; attackers must
+    name partitions that exist."""
+    from strategies.registry import get_strategy, strategy_names
+
+    robust = cfg.robust
+    if robust.aggregation != "mean":
+        if not get_strategy(cfg.strategy_name).folds_replies:
+            able = [n for n in strategy_names() if get_strategy(n).folds_replies]
+            raise ConfigError("robust.aggregation", robust.aggregation,
+                              f"'mean' for strategy {cfg.strategy_name!r}: median and trimmed "
+                              f"mean combine whole client models ({', '.join(able)})")
+        if cfg.engine.fold_replies:
+            raise ConfigError("engine.fold_replies", True,
+                              f"false with robust.aggregation = {robust.aggregation!r} (a "
+                              "median cannot be computed from partial sums)")
+    n = cfg.task.num_clients
+    for pid in cfg.faults.attackers:
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 <= pid < n:
+            raise ConfigError("faults.attackers", cfg.faults.attackers,
+                              f"a list of partition ids, integers in [0, {n - 1}]")

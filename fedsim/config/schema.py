@@ -149,6 +149,7 @@ class DnoConfig:
 
 
 CORRUPTIONS = ("nan", "inf", "shape", "dtype", "truncate")
+ATTACKS = ("huge-weight", "huge-values")
 
 
 @dataclass
@@ -166,6 +167,45 @@ class FaultConfig:
                                   low=0.0, high=1.0)
     corruptions: list[str] = setting(list(CORRUPTIONS), "kinds of corruption to draw from",
                                      choices=CORRUPTIONS)
+    attackers: list = setting([], "partition ids of Byzantine clients that poison every train "
+                              "reply with faults.attacks (a research tool; docs/robustness.md)")
+    attacks: list[str] = setting(list(ATTACKS), "what an attacker does: huge-weight (claims "
+                                 "num-examples = 2**53, the largest exact count), huge-values "
+                                 "(every float value of its update set to 3e38, finite)",
+                                 choices=ATTACKS)
+
+
+AGGREGATIONS = ("mean", "median", "trimmed-mean")
+WEIGHT_BOUNDS = ("partition", "fixed", "off")
+
+
+@dataclass
+class RobustConfig:
+    """Bounded influence of one reply and robust aggregation (docs/robustness.md).
+
+    Guards apply to every strategy in the shared server half; ``aggregation`` to the strategies
+    whose replies are whole models (fedavg, fedadam): coordinate-wise median or trimmed mean
+    (Yin et al. 2018, "Byzantine-Robust Distributed Learning", arXiv 1803.01498).
+    """
+
+    weight_bound: str = setting("partition", "cap on a train reply's num-examples: partition "
+                                "(the size of its partition's training split, which the server "
+                                "computes from the task settings; use fixed when nodes bring "
+                                "their own --data-path), fixed (robust.max_examples) or off; a "
+                                "reply claiming more is clamped to the cap and reported",
+                                choices=WEIGHT_BOUNDS)
+    max_examples: int = setting(100_000, "the cap of weight_bound = 'fixed'", low=1)
+    max_update_norm: float = setting(1e4, "train replies whose update (model change; FedLion's "
+                                     "momentum) has a larger L2 norm are dropped and reported "
+                                     "(0: no bound; sign and integer payloads are bounded by "
+                                     "their codec)", low=0.0)
+    aggregation: str = setting("mean", "how fedavg/fedadam combine the client models: the "
+                               "weighted mean, the coordinate-wise median or the coordinate-"
+                               "wise trimmed mean (unweighted, as Flower's FedMedian and "
+                               "FedTrimmedAvg)", choices=AGGREGATIONS)
+    trim_fraction: float = setting(0.1, "beta of the trimmed mean: the share of the largest and "
+                                   "of the smallest values dropped per coordinate", low=0.0,
+                                   high=0.49)
 
 
 @dataclass
@@ -249,6 +289,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     dno: DnoConfig = field(default_factory=DnoConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
