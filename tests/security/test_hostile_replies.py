@@ -76,7 +76,7 @@ TRAIN_KINDS = {
 }
 # finite and well-formed: bounding them is the robust aggregation's job; here they must only
 # not crash the run (last round, so that no later round trains from the poisoned model)
-ACCEPTED = {"huge-finite-3e38"}
+ACCEPTED: set[str] = set()  # 3e38 passes the schema; robust.max_update_norm drops it
 
 EVAL_KINDS = {
     "eval-metric-as-list": with_metrics(**{"eval-loss": [1.0, 2.0]}),
@@ -164,19 +164,14 @@ def test_the_run_finishes_without_a_traceback(digits_run: dict) -> None:
     for record in digits_run["log"]:
         assert record.exc_info is None, record.getMessage()
         assert "Traceback" not in record.getMessage()
-    # the honest clients still learn: the model before the last (3e38) round is good
-    assert digits_run["rows"][ROUNDS - 1]["central_accuracy"] > 0.8
+    # the honest clients still learn, the last (3e38) round included: the guards drop it
+    assert digits_run["rows"][ROUNDS]["central_accuracy"] > 0.8
 
 
 def test_every_problem_is_one_hostile_reply(digits_run: dict) -> None:
     """Exactly the hostile replies are in client_problems.jsonl: no honest one, none twice."""
     expected = len(TRAIN_KINDS) - len(ACCEPTED) + len(EVAL_KINDS) + len(QUERY_KINDS)
-    # the last round's model is the 3e38 one: every client's evaluation of it is NaN and
-    # refused (bounding that reply is the robust aggregation's job, not the schema's)
-    last = _problems(digits_run, "evaluate", ROUNDS, EVALUATOR)
-    assert last and all("nan is not finite" in p["reason"] for p in last)
-    problems = [p for p in digits_run["problems"]
-                if not (p["round"] == ROUNDS and p["phase"] == "evaluate")]
+    problems = digits_run["problems"]
     assert len(problems) == expected
     for problem in problems:
         assert problem["reason"], problem
