@@ -32,13 +32,13 @@ def _quiet_logs() -> None:
 
 def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
     """The results folder, resolved config and engine of the run to continue."""
-    from fedsim.checkpoint import CHECKPOINT_FILE
+    from fedsim.checkpoint import load_checkpoint
     from fedsim.results.writer import CONFIG_FILE
 
     run_dir = Path(args.resume)
     if not (run_dir / CONFIG_FILE).exists():
         raise ConfigError("--resume", str(run_dir), "a fedsim results folder (with config.toml)")
-    if not (run_dir / CHECKPOINT_FILE).exists():
+    if load_checkpoint(run_dir) is None:  # ConfigError for an old or foreign file
         raise ConfigError("--resume", str(run_dir), "a run with a checkpoint (it stopped before "
                           "its first checkpoint, or output.checkpoint_every = 0): start it again")
     if args.set or args.config:
