@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fedsim.config import ConfigError, load_config, save_config
-from fedsim.run_dirs import RUN_FILE, new_run_dir
+from fedsim.run_dirs import RUN_FILE, discard_unstarted, new_run_dir
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXIT_USAGE = 2
@@ -99,6 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = RoundProgress(run_dir, cfg.train.rounds).start()
     try:
         run_engine(args.engine, cfg, config_path, run_dir)
+    except Exception:
+        if not args.resume:  # a start that failed before its first round leaves no folder
+            discard_unstarted(run_dir)
+        raise
     except KeyboardInterrupt:
         progress.stop()
         print(f"fedsim: interrupted; the rounds finished so far are in {run_dir}; continue "
