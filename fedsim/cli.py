@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from fedsim.config import ConfigError, load_config, save_config
+from fedsim.engine.errors import EngineError
 from fedsim.run_dirs import RUN_FILE, discard_unstarted, new_run_dir
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"fedsim: config error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except EngineError as err:
+        print(f"fedsim: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
