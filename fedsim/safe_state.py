@@ -165,7 +165,7 @@ def read_state(path: Path) -> Any:
             return _decode(doc["state"], arrays)
     except StateFileError:
         raise
-    except (OSError, EOFError, ValueError, KeyError, TypeError, UnicodeDecodeError,
+    except (OSError, EOFError, ValueError, KeyError, TypeError, RecursionError,
             zipfile.BadZipFile) as e:
         raise StateFileError(f"not a readable fedsim state file ({type(e).__name__}: "
                              f"{str(e)[:200]})") from e
