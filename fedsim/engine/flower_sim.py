@@ -57,6 +57,8 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     # Flower's simulation starts its own local Ray: an exported RAY_ADDRESS would make it
     # join that cluster with local resources and fail (fedsim's switch is engine.ray_address)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # and its Ray listens on the loopback interface only (fedsim.engine.ray_engine.loopback_only)
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     bin_dir = str(Path(sys.executable).parent)
     env.update({
         "FLWR_HOME": str(flwr_home),

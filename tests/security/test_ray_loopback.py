@@ -75,7 +75,9 @@ def test_exported_ray_address_is_ignored_by_a_local_ray_run(tmp_path, monkeypatc
 
 def test_flower_engine_never_passes_ray_address_on(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    assert "RAY_ADDRESS" not in flower_sim.flower_env(tmp_path)
+    env = flower_sim.flower_env(tmp_path)
+    assert "RAY_ADDRESS" not in env
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"  # Flower's Ray on loopback too
 
 
 def test_flower_engine_run_that_did_not_finish_exits_non_zero(tmp_path, monkeypatch,
