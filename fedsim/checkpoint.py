@@ -6,13 +6,17 @@ running totals, the state each client keeps across rounds (when the engine holds
 Python/NumPy/torch RNG states, and how many lines of metrics.jsonl belong to it. Every other
 source of randomness in fedsim is derived from (seed, round, partition), so a resumed run
 ends bit-identical to an uninterrupted one.
+
+The file is ``checkpoint.npz`` in :mod:`fedsim.safe_state`'s format (JSON and NumPy arrays,
+never pickle): loading one cannot run code. Callables and codecs among an object's attributes
+are configuration, rebuilt from the run's config on resume, and are not saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import pickle
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +27,16 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-CHECKPOINT_FILE = "checkpoint.pkl"
+from fedsim.comm.codec import Codec
+from fedsim.config.errors import ConfigError
+from fedsim.safe_state import StateFileError, read_state, write_state
+
+CHECKPOINT_FILE = "checkpoint.npz"
+LEGACY_FILE = "checkpoint.pkl"  # before fedsim refused pickle: never loaded
 
 # Attributes that describe the current connection, not the algorithm: never saved.
-TRANSIENT = frozenset({"_grid", "node_partitions", "round_report", "reply_problems"})
+TRANSIENT = frozenset({"_grid", "node_partitions", "round_report", "reply_problems", "_sent",
+                       "_guard_reference"})
 
 
 @dataclass
@@ -44,8 +54,10 @@ class Checkpoint:
 
 
 def object_state(obj: Any) -> dict[str, Any]:
-    """The picklable, non-transient attributes of ``obj``."""
-    return {k: v for k, v in vars(obj).items() if k not in TRANSIENT}
+    """The attributes of ``obj`` that a checkpoint keeps: not transient, not configuration
+    (callables and codecs, which the object rebuilt from the run's config already has)."""
+    return {k: v for k, v in vars(obj).items()
+            if k not in TRANSIENT and not callable(v) and not isinstance(v, Codec)}
 
 
 def capture_rng() -> dict[str, Any]:
@@ -68,23 +80,46 @@ def numpy_to_arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
 
 
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
-    """Write through a temporary file, fsync and rename: a reader sees the old or the new."""
+    """Write through a temporary file, fsync and rename: a reader sees the old or the new.
+
+    A value the format does not hold raises UnsupportedState before anything is written; a
+    failed write (a full disk) removes the temporary file and raises."""
     path = Path(run_dir) / CHECKPOINT_FILE
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(ckpt, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write_state(f, {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt)})
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_error(run_dir: Path, detail: str) -> ConfigError:
+    return ConfigError("--resume", str(run_dir), f"a results folder whose {CHECKPOINT_FILE} "
+                       f"fedsim wrote ({detail})")
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The run's checkpoint, or None if it has none."""
+    """The run's checkpoint, or None if it has none (ConfigError naming ``--resume`` for an
+    old pickle checkpoint or a file fedsim did not write: neither is ever unpickled)."""
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists():
+        if (Path(run_dir) / LEGACY_FILE).exists():
+            raise checkpoint_error(run_dir, f"it holds only {LEGACY_FILE}, an older fedsim's "
+                                   "pickle checkpoint, which is never loaded because unpickling "
+                                   "can run code; start the run again")
         return None
-    with open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301 - our own file in the run's results folder
+    try:
+        state = read_state(path)
+        if not isinstance(state, dict) or set(state) != {f.name for f in
+                                                          dataclasses.fields(Checkpoint)}:
+            raise StateFileError("not a checkpoint's fields")
+        return Checkpoint(**state)
+    except (StateFileError, AttributeError, TypeError) as e:
+        raise checkpoint_error(run_dir, f"this one is not: {e}") from e
 
 
 def _rewrite_lines(path: Path, select: Callable[[list[str]], list[str]]) -> None:

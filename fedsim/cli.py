@@ -19,6 +19,7 @@ from fedsim import DISTRIBUTION, __version__
 from fedsim.config import ConfigError, load_config
 from fedsim.config.load import environment_overrides
 from fedsim.config.shipped import configs_dir, find_config
+from fedsim.engine.errors import EngineError
 from fedsim.run_dirs import RUN_FILE
 
 CONFIGS_DIR = configs_dir()
@@ -27,13 +28,13 @@ EXIT_USAGE = 2
 
 def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
     """The results folder, resolved config and engine of the run to continue."""
-    from fedsim.checkpoint import CHECKPOINT_FILE
+    from fedsim.checkpoint import load_checkpoint
     from fedsim.results.writer import CONFIG_FILE
 
     run_dir = Path(args.resume)
     if not (run_dir / CONFIG_FILE).exists():
         raise ConfigError("--resume", str(run_dir), "a fedsim results folder (with config.toml)")
-    if not (run_dir / CHECKPOINT_FILE).exists():
+    if load_checkpoint(run_dir) is None:  # ConfigError for an old or foreign file
         raise ConfigError("--resume", str(run_dir), "a run with a checkpoint (it stopped before "
                           "its first checkpoint, or output.checkpoint_every = 0): start it again")
     if args.set or args.config:
@@ -88,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = prepare_run(cfg, engine, args.out)
     args.engine = engine
     try:
-        carry_out(cfg, engine, run_dir)
+        carry_out(cfg, engine, run_dir, new_run=not args.resume)
     except KeyboardInterrupt:
         return 130
     print(run_dir)
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"fedsim: config error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except EngineError as err:
+        print(f"fedsim: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

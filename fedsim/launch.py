@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fedsim.config import ConfigError, ExperimentConfig, save_config
 from fedsim.results.writer import CONFIG_FILE, SUMMARY_FILE
-from fedsim.run_dirs import RUN_FILE, new_run_dir
+from fedsim.run_dirs import RUN_FILE, discard_unstarted, new_run_dir
 
 
 def quiet_logs() -> None:
@@ -71,12 +71,14 @@ def prepare_run(cfg: ExperimentConfig, engine: str, out: str | Path | None) -> P
     return run_dir
 
 
-def carry_out(cfg: ExperimentConfig, engine: str, run_dir: Path, *, progress: bool = True) -> None:
+def carry_out(cfg: ExperimentConfig, engine: str, run_dir: Path, *, progress: bool = True,
+              new_run: bool = True) -> None:
     """Run the experiment whose results folder ``run_dir`` was prepared, on ``engine``.
 
     With ``progress`` it says on stderr what runs where, shows one progress bar (a line per
     round when stderr is not a terminal) and closes with the time taken and the final accuracy.
     A KeyboardInterrupt propagates after saying where the finished rounds are and how to resume.
+    A ``new_run`` whose engine fails before its first round leaves no results folder behind.
     """
     from fedsim.engine import run_engine
     from fedsim.progress import RoundProgress
@@ -95,6 +97,10 @@ def carry_out(cfg: ExperimentConfig, engine: str, run_dir: Path, *, progress: bo
             bar.stop()
         print(f"fedsim: interrupted; the rounds finished so far are in {run_dir}; continue "
               f"with: fedsim run --resume {run_dir}", file=sys.stderr)
+        raise
+    except Exception:
+        if new_run:
+            discard_unstarted(run_dir)
         raise
     finally:
         if bar is not None:

@@ -219,7 +219,7 @@ def _load_run_config(path: str, sets: list[str]):  # noqa: ANN202
 def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.config import save_config
     from fedsim.results.writer import CONFIG_FILE
-    from fedsim.run_dirs import new_run_dir
+    from fedsim.run_dirs import discard_unstarted, new_run_dir
     from fedsim.tasks.task import preflight
 
     conn = _connection(args)
@@ -236,6 +236,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         report = run_experiment(text, run_dir, conn, timeout=args.timeout,
                                 echo=not args.quiet)
+    except Exception:
+        discard_unstarted(run_dir)  # a submission that failed leaves no half-written folder
+        raise
     except KeyboardInterrupt:
         print("fedsim: interrupted; the run was stopped", file=sys.stderr)
         return 130

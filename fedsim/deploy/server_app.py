@@ -10,7 +10,6 @@ the cross-check against the SuperLink's counters.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from flwr.app import Context
@@ -18,7 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim.deploy.wire import WIRE_FILE, CountingGrid
 from fedsim.results.writer import CONFIG_FILE
-from fedsim.run_dirs import RUN_FILE
+from fedsim.run_dirs import claim_run_dir
 from fedsim.server_app import main as fedsim_main
 
 app = ServerApp()
@@ -29,13 +28,12 @@ def main(grid: Grid, context: Context) -> None:
     """Write the shipped config into the results folder, then run fedsim's ServerApp."""
     rc = context.run_config
     run_dir = Path(str(rc["results-dir"])).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # marks the folder as this run's results folder for fedsim's ServerApp; refused if
+    # another run used it (never overwrite its config, resume its checkpoint, relabel it)
+    claim_run_dir(run_dir, {"engine": "deploy", "superlink_run_id": context.run_id})
     config_path = run_dir / CONFIG_FILE
     if str(rc.get("config-toml", "")):
         config_path.write_text(str(rc["config-toml"]))
-    # marks the folder as this run's results folder for fedsim's ServerApp
-    (run_dir / RUN_FILE).write_text(json.dumps({"engine": "deploy",
-                                                "superlink_run_id": context.run_id}) + "\n")
     inner = Context(run_id=context.run_id, node_id=context.node_id,
                     node_config=context.node_config, state=context.state,
                     run_config={**rc, "config-path": str(config_path.resolve())})

@@ -14,6 +14,7 @@ The objective is max_z (1/n) sum_i r_i(M(z)) - gamma_reg P(z).
 from __future__ import annotations
 
 import functools
+import pickle  # only for its error type: nothing here unpickles
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedsim.checkpoint import load_checkpoint
+from fedsim.config.errors import ConfigError
 from fedsim.config.schema import DiffusionConfig, DnoConfig
 from fedsim.diffusion.classifier import train_classifier
 from fedsim.diffusion.ddpm_task import SAMPLES_DIR, eps_mlp, to_signed_unit
@@ -58,16 +60,25 @@ class NoiseVector(nn.Module):
 
 def load_generator(path: str, diffusion: DiffusionConfig,
                    input_shape: tuple[int, int, int]) -> nn.Module:
-    """The frozen eps-MLP from a results folder (its checkpoint) or a ``.pt`` state dict."""
+    """The frozen eps-MLP from a results folder (its checkpoint) or a ``.pt`` state dict,
+    both read without pickle (a ConfigError naming ``dno.generator`` for anything else)."""
     model = eps_mlp(diffusion, input_shape)
     source = Path(path)
     if source.is_dir():
-        ckpt = load_checkpoint(source)
+        try:
+            ckpt = load_checkpoint(source)
+        except ConfigError as e:
+            raise ConfigError("dno.generator", path, e.allowed) from e
         if ckpt is None:
             raise FileNotFoundError(f"dno.generator: no checkpoint in {source}")
         state = {k: torch.from_numpy(np.asarray(v)) for k, v in ckpt.arrays.items()}
     else:
-        state = torch.load(source, map_location="cpu")
+        try:  # weights only: tensors and containers, never an object the file names
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+            raise ConfigError("dno.generator", path, "a results folder or a .pt state dict of "
+                              f"tensors ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                              ) from e
     model.load_state_dict(state)
     model.eval()
     for p in model.parameters():

@@ -2,7 +2,8 @@
 
 The run gets a private FLWR_HOME and private ports, a generated Flower app folder that names
 fedsim's ServerApp and ClientApp, and runtime dependency installation off. Afterwards every
-process started for it (local SuperLink, SuperExec, simulation, Ray) is stopped.
+process started for it (local SuperLink, SuperExec, simulation, Ray) is stopped. A run that
+did not finish (``flwr run`` exits 0 when the run it submitted failed) raises EngineError.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import tempfile
 from pathlib import Path
 
 from fedsim.config.schema import ExperimentConfig
+from fedsim.engine.errors import EngineError
 from fedsim.engine.processes import free_port, stop_flower_home
 from fedsim.engine.profiles import build_profiles
+from fedsim.results.writer import SUMMARY_FILE
 
 
 def app_pyproject(name: str, serverapp: str, config_keys: tuple[str, ...]) -> str:
@@ -51,7 +54,11 @@ APP_PYPROJECT = app_pyproject("fedsim-app", "fedsim.server_app:app", ("config-pa
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
     """Environment for Flower processes: private home and ports, no telemetry or installs."""
-    env = dict(os.environ)
+    # Flower's simulation starts its own local Ray: an exported RAY_ADDRESS would make it
+    # join that cluster with local resources and fail (fedsim's switch is engine.ray_address)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # and its Ray listens on the loopback interface only (fedsim.engine.ray_engine.loopback_only)
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     bin_dir = str(Path(sys.executable).parent)
     env.update({
         "FLWR_HOME": str(flwr_home),
@@ -91,6 +98,16 @@ def federation_config(cfg: ExperimentConfig) -> str:
     return " ".join(parts)
 
 
+def _last_error(log_path: Path) -> str:
+    """``: LINE`` with the last line of the log that reports an error (or nothing)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [ln.strip() for ln in lines if "error" in ln.lower() and ln.strip()]
+    return f": {errors[-1][:300]}" if errors else ""
+
+
 def run_flower(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     """Run the experiment with ``flwr run`` on Flower's simulation engine (Ray backend)."""
     work = Path(tempfile.mkdtemp(prefix="fedsim-flwr-"))
@@ -107,9 +124,12 @@ def run_flower(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
         with open(log_path, "w") as log_file:
             proc = subprocess.run(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                   cwd=work, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"`flwr run` exited with code {proc.returncode}; "
-                               f"see {log_path}")
+        if proc.returncode != 0 or not (run_dir / SUMMARY_FILE).exists():
+            # `flwr run --stream` exits 0 when the run it submitted failed: the run's own
+            # summary is the proof that it finished
+            ended = "did not finish" if proc.returncode == 0 else "failed"
+            raise EngineError(f"engine flower: `flwr run` exited with code {proc.returncode} "
+                              f"and the run {ended}{_last_error(log_path)}; see {log_path}")
     finally:
         stop_flower_home(str(flwr_home))
         shutil.rmtree(work, ignore_errors=True)

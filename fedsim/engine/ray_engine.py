@@ -24,12 +24,15 @@ from fedsim.engine.ray_grid import RAY_INLINE_BYTES
 if TYPE_CHECKING:
     from fedsim.engine.ray_grid import RayGrid
 
+log = logging.getLogger(__name__)
+
 CLIENT_APP = "clients.client_app:app"
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 LOCAL_INLINE_BYTES = 1 << 20
 """The limit fedsim sets on a Ray it starts: a small model's global arrays and an actor's folded
 reply then travel inside the call, which saves a round trip through the object store each way
 (about 6 ms between two rounds of the engine benchmark, README)."""
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 FORWARDED_ENV = ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED",
                  "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "HF_DATASETS_OFFLINE",
                  "HF_HOME", "MPLBACKEND")
@@ -47,9 +50,36 @@ def worker_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Start a local Ray whose node address is 127.0.0.1, so its GCS, raylet, object manager,
+    workers and agents listen on the loopback interface only (unauthenticated ports are not
+    offered to the network). Ray 2.x turns ``_node_ip_address="127.0.0.1"`` into the
+    machine's routable address; the node address is loopback only where Ray's own
+    single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and
+    Windows) is off, which this sets for the driver and the processes it starts, and undoes."""
+    from ray._private import ray_constants
+
+    before_env = os.environ.get(LOCAL_ONLY_ENV)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(LOCAL_ONLY_ENV, None)
+        else:
+            os.environ[LOCAL_ONLY_ENV] = before_env
+
+
+@contextlib.contextmanager
 def ray_session(engine: EngineConfig) -> Iterator[int]:
-    """A local Ray, or the cluster at ``engine.ray_address``; shut down (disconnected) after.
-    Yields the size up to which task arguments travel inside the call."""
+    """A local Ray on the loopback interface without dashboard, or the cluster at
+    ``engine.ray_address``; shut down (disconnected) after. An exported ``RAY_ADDRESS`` is
+    ignored (with a warning) when ``engine.ray_address`` is empty: fedsim's switch to a
+    cluster is the config, so a local run stays local. Yields the size up to which task
+    arguments travel inside the call."""
     if ray.is_initialized():  # someone else owns Ray (e.g. a test fixture): use it as is
         yield RAY_INLINE_BYTES
         return
@@ -64,10 +94,15 @@ def ray_session(engine: EngineConfig) -> Iterator[int]:
             ray.init(address=engine.ray_address, **kwargs)
             inline = RAY_INLINE_BYTES
         else:
-            ray.init(num_cpus=engine.num_cpus or os.cpu_count() or 1,
-                     num_gpus=engine.num_gpus or None, include_dashboard=False,
-                     _system_config={"max_direct_call_object_size": LOCAL_INLINE_BYTES},
-                     **kwargs)
+            if os.environ.get("RAY_ADDRESS"):
+                log.warning("RAY_ADDRESS=%s is ignored: this run starts its own local Ray "
+                            "(set engine.ray_address to run on a cluster)",
+                            os.environ["RAY_ADDRESS"])
+            with loopback_only():
+                ray.init(address="local", num_cpus=engine.num_cpus or os.cpu_count() or 1,
+                         num_gpus=engine.num_gpus or None, include_dashboard=False,
+                         _system_config={"max_direct_call_object_size": LOCAL_INLINE_BYTES},
+                         **kwargs)
             inline = LOCAL_INLINE_BYTES
     try:
         yield inline

@@ -134,6 +134,10 @@ class RayGrid(VirtualGrid):
         self.idle_patience_s = 1.0
         self._deliveries: dict[str, Delivery] = {}
         self._inflight: dict[Any, tuple[ActorKey, list[str]]] = {}
+        self._calls: dict[Any, tuple[Any, list[Any]]] = {}  # ref -> (record table, items)
+        # wall seconds spent recovering from dead actors (replacing them, running their
+        # clients again): a phase's time limit does not count them
+        self.recovery_s = 0.0
         self._phases = 0
         self._reply_bytes: dict[str, int] = {}  # reply id -> bytes measured in the actor
         self._instruction_bytes: dict[str, int] = {}  # instruction id -> bytes, last phase
@@ -205,6 +209,7 @@ class RayGrid(VirtualGrid):
                     table, items, self._fold if folding else None, late,
                     self.state_backup is not None, blocks)
                 self._inflight[ref] = (key, batch)
+                self._calls[ref] = (table, items)  # to run them again if the actor dies
         if not deadline:  # the clock's download sizes, while the actors already train
             self._size_downlinks(ids)
         return ids
@@ -244,6 +249,7 @@ class RayGrid(VirtualGrid):
         mine = [ref for ref, (_, batch) in self._inflight.items() if batch[0] in pushed]
         limit = timeout if timeout is not None else (self.phase_timeout_s or None)
         deadline = None if limit is None else time.monotonic() + limit
+        recovered_before = self.recovery_s
         work, self._idle_work = self._idle_work, None
         patience = time.monotonic() + self.idle_patience_s
         with driver_threads(self.waiting_threads):
@@ -251,7 +257,8 @@ class RayGrid(VirtualGrid):
                 work()
                 work = None
             while mine:  # each batch is checked as it arrives, while the others still run
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                left = None if deadline is None else max(
+                    0.0, deadline + self.recovery_s - recovered_before - time.monotonic())
                 wait, for_work = left, False
                 if work is not None:
                     until = max(0.0, patience - time.monotonic())
@@ -266,6 +273,7 @@ class RayGrid(VirtualGrid):
                     work = None
         for ref in mine:  # a hung or slow actor: its clients fail, the actor is replaced
             key, batch = self._inflight.pop(ref)
+            self._calls.pop(ref, None)
             self._fail(batch, "timed_out", ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
                        f"no reply within {limit:g} s (engine.phase_timeout_s); the actor "
                        "running this client was replaced")
@@ -277,40 +285,82 @@ class RayGrid(VirtualGrid):
         """Turn finished batches into checked replies; a dead actor's batch into errors."""
         for ref in refs:
             key, batch = self._inflight.pop(ref)
+            table, items = self._calls.pop(ref)
             try:
                 outcomes, folded, states = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                self._fail(batch, "crashed", ErrorCode.CLIENT_APP_CRASHED,
-                           f"the actor running this client died: {exc}")
+            except ray.exceptions.RayActorError:
+                started = time.monotonic()
                 self.dead_actors += 1
                 self._replace(key)
+                self._rerun_singly(key, batch, table, items)
+                self.recovery_s += time.monotonic() - started
                 continue
             except Exception as exc:  # noqa: BLE001 - an engine error must not hang the run
                 self._fail(batch, "crashed", ErrorCode.UNKNOWN, traceback.format_exc(limit=4)
                            or str(exc))
                 continue
-            if self.state_backup is not None:
-                self.state_backup.update(states)
-            carriers: dict[int, list] = {}  # fold block -> [its first folded client, count]
-            for msg_id, (reply, compute_s, up_bytes, payload) in zip(batch, outcomes,
-                                                                    strict=True):
-                d = self._deliveries[msg_id]
-                d.compute_s = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
-                d.up_bytes = up_bytes
-                if reply is None:
-                    d.folded = True  # the block's first folded client carries its reply
-                    carriers.setdefault(self.pools.node_block[d.ins.metadata.dst_node_id],
-                                        [d, 0])[1] += 1
-                    self.fold_receipts.append(
-                        FoldReceipt(d.ins.metadata.dst_node_id, up_bytes, payload))
-                    continue
-                d.reply = self.receive(d.ins, reply)
-                if d.reply is reply:  # accepted as sent: the actor measured this very message
-                    self._reply_bytes[reply.metadata.message_id] = up_bytes
-            for block, (carrier, count) in carriers.items():
-                carrier.reply = self.receive(carrier.ins, folded[block])
-                self.fold_counts[id(carrier.reply)] = count
-                self._folded_this_round += count
+            self._accept(batch, outcomes, folded, states)
+
+    def _rerun_singly(self, key: ActorKey, batch: list[str], table: Any,
+                      items: list[Any]) -> None:
+        """Fault isolation: the actor ``key`` died during ``batch``, so its replies are lost.
+        Run its clients again on the replacement, one call each, in order: calls on an actor
+        run one after the other, so the first call that fails is the client that killed it
+        (it alone gets the error reply), and the calls queued behind it go again on the next
+        replacement. Each round of this loop blames one client; clients seed everything
+        from (seed, partition, round) and resume from their kept state, so their replies
+        are those the lost batch would have carried (not folded: each travels on its own)."""
+        pending = list(zip(batch, items, strict=True))
+        limit = self.phase_timeout_s or None
+        while pending:
+            actor = self.pools.actor(key)
+            refs = [actor.handle.remote(table, [item], None, None,
+                                        self.state_backup is not None, None)
+                    for _, item in pending]
+            done = 0
+            for (msg_id, _), ref in zip(pending, refs, strict=True):
+                try:
+                    outcomes, folded, states = ray.get(ref, timeout=limit)
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                    hung = isinstance(exc, ray.exceptions.GetTimeoutError)
+                    self._fail([msg_id], "timed_out" if hung else "crashed",
+                               ErrorCode.REPLY_MESSAGE_UNAVAILABLE if hung
+                               else ErrorCode.CLIENT_APP_CRASHED,
+                               f"no reply within {limit:g} s (engine.phase_timeout_s)" if hung
+                               else f"the actor running this client died: {exc}")
+                    self.dead_actors += not hung
+                    self._replace(key)
+                    done += 1
+                    break
+                self._accept([msg_id], outcomes, folded, states)
+                done += 1
+            pending = pending[done:]
+
+    def _accept(self, batch: list[str], outcomes: list[Any], folded: dict[int, Message],
+                states: dict[int, Any]) -> None:
+        """Check the replies of a finished batch (and keep the states it sent back)."""
+        if self.state_backup is not None:
+            self.state_backup.update(states)
+        carriers: dict[int, list] = {}  # fold block -> [its first folded client, count]
+        for msg_id, (reply, compute_s, up_bytes, payload) in zip(batch, outcomes,
+                                                                strict=True):
+            d = self._deliveries[msg_id]
+            d.compute_s = compute_s if self.fixed_compute_s is None else self.fixed_compute_s
+            d.up_bytes = up_bytes
+            if reply is None:
+                d.folded = True  # the block's first folded client carries its reply
+                carriers.setdefault(self.pools.node_block[d.ins.metadata.dst_node_id],
+                                    [d, 0])[1] += 1
+                self.fold_receipts.append(
+                    FoldReceipt(d.ins.metadata.dst_node_id, up_bytes, payload))
+                continue
+            d.reply = self.receive(d.ins, reply)
+            if d.reply is reply:  # accepted as sent: the actor measured this very message
+                self._reply_bytes[reply.metadata.message_id] = up_bytes
+        for block, (carrier, count) in carriers.items():
+            carrier.reply = self.receive(carrier.ins, folded[block])
+            self.fold_counts[id(carrier.reply)] = count
+            self._folded_this_round += count
 
     def _replace(self, key: ActorKey) -> None:
         """A fresh actor for ``key``; its nodes resume from the states kept for them."""
