@@ -32,6 +32,7 @@ from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
 from strategies.local_steps import run_local_steps
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.stacked_steps import run_stacked_local_steps, stacked_content, train_in_chunks
 from strategies.vector import fp32_record, model_vector, record_vector, vector_record
 
 M_KEY, V_KEY, STEP_KEY = "adam-m", "adam-v", "adam-step"
@@ -73,6 +74,41 @@ class FAFEDClient(ClientAlgorithm):
         y, loss = run_local_steps(local.model, local.batches, local.steps, adamw)
         return ClientUpdate(fp32_record(y), {"train-loss": loss, STEP_KEY: step},
                             extra={M_KEY: fp32_record(m), V_KEY: fp32_record(v)})
+
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """The same AdamW steps for K clients at once, on (K, d) stacks of y, m and v."""
+        if len({self._adam_step(r) for r in rounds}) != 1:
+            return "the clients' Adam step counts differ"
+        return train_in_chunks(rounds, budget_bytes, self._train_stacked, copies=10)
+
+    def _train_stacked(self, rounds: list[LocalRound]) -> list[ClientUpdate]:
+        first = rounds[0]
+        tr = first.train
+        x = model_vector(first.model)
+        m = stacked_content(rounds, M_KEY, x)
+        v = stacked_content(rounds, V_KEY, x)
+        step = self._adam_step(first)
+        b1, b2 = self.beta1, self.beta2
+
+        def adamw(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+            nonlocal m, v, step
+            step += 1
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = m / (1 - b1 ** step), v / (1 - b2 ** step)
+            return y - tr.lr * (m_hat / (v_hat.sqrt() + self.eps) + tr.weight_decay * y)
+
+        y, losses = run_stacked_local_steps(first.model, [r.batches for r in rounds],
+                                            first.steps, adamw)
+        return [ClientUpdate(fp32_record(y[k]), {"train-loss": loss, STEP_KEY: step},
+                             extra={M_KEY: fp32_record(m[k]), V_KEY: fp32_record(v[k])})
+                for k, loss in enumerate(losses)]
+
+    @staticmethod
+    def _adam_step(local: LocalRound) -> int:
+        """The global Adam step count t the client starts from (0 in the first round)."""
+        return int(local.content[STEP_KEY]["t"]) if STEP_KEY in local.content else 0
 
 
 class FAFEDStrategy(CodedStrategy):

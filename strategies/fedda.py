@@ -34,6 +34,7 @@ from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy
 from strategies.local_steps import run_local_steps
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.stacked_steps import run_stacked_local_steps, stacked_content, train_in_chunks
 from strategies.vector import fp32_record, model_vector, record_vector, vector_record
 
 MOMENTUM_KEY = "momentum"
@@ -74,6 +75,33 @@ class FedDAClient(ClientAlgorithm):
         _, loss = run_local_steps(local.model, local.batches, local.steps, sgd_momentum)
         return ClientUpdate(fp32_record(acc), {"train-loss": loss},
                             extra={MOMENTUM_KEY: fp32_record(mu)})
+
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """The same SGD-momentum steps for K clients at once, on (K, d) stacks."""
+        return train_in_chunks(rounds, budget_bytes, self._train_stacked, copies=8)
+
+    def _train_stacked(self, rounds: list[LocalRound]) -> list[ClientUpdate]:
+        first = rounds[0]
+        t = first.train
+        x = model_vector(first.model)
+        mu = stacked_content(rounds, MOMENTUM_KEY, x)
+        acc = torch.zeros_like(mu)
+        buf: torch.Tensor | None = None
+
+        def sgd_momentum(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+            nonlocal mu, acc, buf
+            mu = self.beta * mu + (1 - self.beta) * g
+            acc = acc + mu
+            d = g + t.weight_decay * y if t.weight_decay else g
+            buf = d if buf is None else t.momentum * buf + d  # torch.optim.SGD, dampening 0
+            return y - t.lr * buf
+
+        _, losses = run_stacked_local_steps(first.model, [r.batches for r in rounds],
+                                            first.steps, sgd_momentum)
+        return [ClientUpdate(fp32_record(acc[k]), {"train-loss": loss},
+                             extra={MOMENTUM_KEY: fp32_record(mu[k])})
+                for k, loss in enumerate(losses)]
 
 
 class FedDAStrategy(CodedStrategy):
