@@ -444,7 +444,7 @@ def table(results: dict[str, dict]) -> str:
 A, B, B1, C, D = ("(a) plain loop, 1 process", "(b) fedsim, 1 actor per core",
                   "(b1) fedsim, 1 actor", "(c) flower simulation", "(d) pfl, torchrun 1/core")
 BF, B1F = "(bf) fedsim folded, 1 actor/core", "(b1f) fedsim folded, 1 actor"
-BV, B1V = "(bv) fedsim vectorized, 1 actor/core", "(b1v) fedsim vectorized, 1 actor"
+BV, B1V = "(bv) fedsim vectorized, 1/core", "(b1v) fedsim vectorized, 1 actor"
 # the vectorized goals (issue 21): (bv)/(d) and (bv)/(a)
 BV_OVER_D_MAX, BV_OVER_A_MAX = 0.6, 0.4
 VARIANTS = (("one reply per client", B, B1), ("folded replies", BF, B1F))

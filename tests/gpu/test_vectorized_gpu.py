@@ -53,5 +53,7 @@ def test_vectorized_clients_on_cuda_equal_each_client_alone(strategy: str) -> No
             if y.dtype == np.uint8:  # packed signs / integers: a coordinate whose value sits
                 # within GPU float rounding of 0 may flip, so allow one in ten thousand bytes
                 assert np.mean(x != y) <= 1e-4
-            else:
-                assert np.abs(x - y).max() <= 1e-5 * np.abs(y).max()
+            else:  # FAFED's first Adam steps (v = 0) divide by sqrt(v) + eps, which turns the
+                # rounding of a gradient near 0 into up to ~1e-4 of a step (seen on the CPU too)
+                tolerance = 2e-4 if strategy == "fafed" else 1e-5
+                assert np.abs(x - y).max() <= tolerance * np.abs(y).max()
