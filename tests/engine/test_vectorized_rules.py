@@ -6,6 +6,9 @@ and the same floats to 1e-5."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +32,7 @@ from strategies.stacked_steps import run_stacked_local_steps
 from strategies.vector import model_vector, vector_record
 
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+ROOT = Path(__file__).resolve().parents[2]
 
 STRATEGIES = ["fedlion", "zsignfedavg", "signsgd", "sto_signsgd", "ef_signsgd", "fedda", "fafed"]
 D = sum(p.numel() for p in digits_cnn().parameters())
@@ -46,8 +50,10 @@ def _downlink(strategy: str, rng: np.random.Generator) -> dict:
     return {}
 
 
-def _round(strategy: str, k: int, **train: float) -> tuple[list[Message], list]:
-    """Round 2 of ``strategy`` for ``k`` clients: one downlink (model + state), k contexts."""
+def _round(strategy: str, k: int, first: bool = False, **train: float) -> tuple[
+        list[Message], list]:
+    """Round 2 of ``strategy`` for ``k`` clients: one downlink (model + state), k contexts
+    (``first``: round 1, with no downlink state and no residuals yet)."""
     cfg = ExperimentConfig()
     cfg.task.model, cfg.task.num_clients = "digits-cnn", k
     cfg.strategy = {"name": strategy}
@@ -58,15 +64,15 @@ def _round(strategy: str, k: int, **train: float) -> tuple[list[Message], list]:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     content = {"arrays": ArrayRecord(digits_cnn().state_dict()),
-               "config": ConfigRecord({SETUP_KEY: setup, "server-round": 2}),
-               **_downlink(strategy, rng)}
+               "config": ConfigRecord({SETUP_KEY: setup, "server-round": 1 if first else 2}),
+               **({} if first else _downlink(strategy, rng))}
     messages, contexts = [], []
     for i, node in enumerate(make_node_ids(k, 0)):
         msg = Message(RecordDict(content), dst_node_id=node, message_type=MessageType.TRAIN)
         msg.metadata.__dict__["_message_id"] = f"m{i}"
         messages.append(msg)
         context = node_context(1, node, i, k, {})
-        if strategy == "ef_signsgd" and i % 2 == 0:  # some clients carry a residual
+        if strategy == "ef_signsgd" and i % 2 == 0 and not first:  # some clients carry a residual
             context.state[RESIDUAL_KEY] = vector_record(
                 rng.normal(0, 1e-3, D).astype(np.float32))
         contexts.append(context)
@@ -77,14 +83,19 @@ def _records(reply: Message) -> dict[str, ArrayRecord]:
     return {key: record for key, record in reply.content.array_records.items()}
 
 
+@pytest.mark.parametrize("first", [False, True], ids=["later-round", "first-round"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_vectorized_round_gives_each_client_its_own_reply(strategy: str) -> None:
+def test_a_vectorized_round_gives_each_client_its_own_reply(strategy: str, first: bool) -> None:
     train_cfg = {"momentum": 0.5, "weight_decay": 1e-3} if strategy not in ("fedlion",) else {}
-    batched_in, batched_ctx = _round(strategy, 4, **train_cfg)
-    alone_in, alone_ctx = _round(strategy, 4, **train_cfg)  # the same round, fresh states
+    batched_in, batched_ctx = _round(strategy, 4, first, **train_cfg)
+    alone_in, alone_ctx = _round(strategy, 4, first, **train_cfg)  # the same round, fresh
     batched, notes = train_batch(batched_in, batched_ctx, float("inf"))
     assert notes == [] and all(r is not None for r in batched)
     alone = [train(m, c) for m, c in zip(alone_in, alone_ctx, strict=True)]
+    # FAFED's first Adam steps (v = 0) divide by sqrt(v) + eps: a gradient coordinate near 0,
+    # whose float rounding is a large part of it, moves by up to ~1e-4 of a step (alone and
+    # vectorized are both right; the batched kernels only sum in another order)
+    tolerance = 1e-4 if (strategy, first) == ("fafed", True) else 1e-5
     payloads = []
     for b, a in zip(batched, alone, strict=True):
         assert message_bytes(b) == message_bytes(a)  # the meter sees the same bytes
@@ -105,7 +116,7 @@ def test_a_vectorized_round_gives_each_client_its_own_reply(strategy: str) -> No
                     else:
                         assert x.tobytes() == y.tobytes(), (name, key)
                 else:
-                    assert np.abs(x - y).max() <= 1e-5 * np.abs(y).max(), (name, key)
+                    assert np.abs(x - y).max() <= tolerance * np.abs(y).max(), (name, key)
         payloads.append(ra["arrays"][next(iter(ra["arrays"]))].numpy().tobytes())
     assert len(set(payloads)) == 4  # the clients really differ
     if strategy == "ef_signsgd":  # each client's new residual, written back to its own state
@@ -168,3 +179,29 @@ def test_fedlion_in_memory_chunks_equals_one_chunk() -> None:
         return [u.arrays[next(iter(u.arrays))].numpy().tobytes() for u in updates]
 
     assert run(1.0) == run(float("inf"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fedlion", "ef_signsgd"])
+def test_a_vectorized_ray_run_of_a_vector_rule_equals_the_per_client_run(
+        tmp_path: Path, strategy: str) -> None:
+    """Three rounds on the Ray engine, on and off: the same bytes per client and the same
+    losses (FedLion's momentum and EF-SignSGD's residuals carried across rounds)."""
+    from fedsim.cli import main
+
+    rows = {}
+    for mode in ("on", "off"):
+        out = tmp_path / mode
+        assert main(["run", str(ROOT / "configs" / f"{strategy}.toml"), "--out", str(out),
+                     "--set", "train.rounds=3", "--set", "task.num_clients=10",
+                     "--set", "train.clients_per_round=6", "--set", "output.plots=false",
+                     "--set", "eval.federated_every=0",
+                     "--set", f"engine.vectorize={mode}"]) == 0
+        rows[mode] = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+        calls = sum(a["vectorized_calls"]
+                    for a in json.loads((out / "actors.json").read_text()))
+        assert (calls > 0) == (mode == "on")
+    assert len(rows["on"]) == len(rows["off"]) >= 3
+    for on, off in zip(rows["on"], rows["off"], strict=True):
+        assert on.get("uplink_bytes_by_client") == off.get("uplink_bytes_by_client")
+        assert on["central_loss"] == pytest.approx(off["central_loss"], rel=1e-4)
