@@ -91,6 +91,8 @@ checkpoint_every = 0
 {engine}
 """
 
+SCALE_MODELS = {"digits": "digits-cnn"}  # 8x8 digits; the 28x28 datasets use fedsim's "cnn"
+
 PROFILE = """
 [engine]
 num_cpus = {cpus}
@@ -629,7 +631,6 @@ def median_run(outcomes: list[dict]) -> dict:
     return ok[(len(ok) - 1) // 2] if ok else outcomes[-1]
 
 
-SCALE_MODELS = {"digits": "digits-cnn"}  # 8x8 digits; the 28x28 datasets use fedsim's "cnn"
 DIGITS_POOL = 1438  # digits' training pool: the most clients it can give an example each
 
 
