@@ -1,7 +1,9 @@
 """Engine benchmark: the same federated workload on five engines, one table, one command.
 
     python benchmarks/engine.py [--rounds 20] [--repeat 3] [--pfl-python /path/to/venv/bin/python]
-    python benchmarks/engine.py --scale      # 1000 clients, 10 % per round, 50 rounds
+    python benchmarks/engine.py --scale      # 1000 clients, 10 % per round, 50 rounds,
+                                             # per-client against vectorized
+    python benchmarks/engine.py --scale --population 10000 --per-round 1000 --dataset mnist
     python benchmarks/engine.py --no-sgd     # (b), (b1), (bf), (b1f) with no-op SGD steps
 
 Workload: digits, the small CNN (``digits-cnn``, 38,282 parameters), 100 IID clients, all of
@@ -9,8 +11,11 @@ them training every round, 5 local SGD steps on batches of 16 drawn with replace
 central evaluation only, 20 rounds. Configurations, each in its own process:
 
   (a)  plain loop     the same training in one process (fedsim's data, batches and SGD steps)
-  (b)  fedsim         ``fedsim run --engine ray``, one actor per core
-  (b1) fedsim 1 actor ``fedsim run --engine ray`` with a single actor
+  (b)  fedsim         ``fedsim run --engine ray``, one actor per core, each client trained
+                      on its own (``engine.vectorize = "off"``)
+  (b1) fedsim 1 actor ``fedsim run --engine ray`` with a single actor (per-client)
+  (bv), (b1v)         (b) and (b1) with vectorized clients (``engine.vectorize = "on"``): each
+                      actor trains its batch of clients as one ``torch.func.vmap`` computation
   (bf), (b1f)         the same with ``engine.fold_replies = true``: each actor sums its clients'
                       replies before they travel, as pfl's workers do (opt-in; equal within
                       float tolerance, not bit for bit)
@@ -24,7 +29,8 @@ time, and the peak memory of the whole process tree (every process carrying this
 driver, Ray, its workers, Flower's SuperLink), as summed RSS (every 0.1 s) and PSS (read at
 new RSS peaks, at most every 2 s: reading it costs the measured engines CPU). Then the serial
 overhead per client call, ((b1) - (a)) per round / clients, and the goals, for fedsim's default
-(one reply per client) and for folded replies.
+(one reply per client) and for folded replies, and the vectorized goals: (bv)/(d) <= 0.6 and
+(bv)/(a) <= 0.4.
 
 ``--no-sgd`` runs fedsim's four configurations with a ClientApp whose SGD steps are a no-op
 (``benchmarks/no_sgd_client.py``): a round then lasts what the engine and the ServerApp cost,
@@ -58,8 +64,8 @@ name = "engine-bench"
 seed = 0
 
 [task]
-dataset = "digits"
-model = "digits-cnn"
+dataset = "{dataset}"
+model = "{model}"
 num_clients = {clients}
 partitioner = "iid"
 local_test_fraction = 0.0
@@ -85,10 +91,13 @@ checkpoint_every = 0
 {engine}
 """
 
+SCALE_MODELS = {"digits": "digits-cnn"}  # 8x8 digits; the 28x28 datasets use fedsim's "cnn"
+
 PROFILE = """
 [engine]
 num_cpus = {cpus}
 fold_replies = {fold}
+vectorize = "{vectorize}"
 
 [[engine.profiles]]
 name = "cpu"
@@ -191,13 +200,15 @@ def steady(round_seconds: list[float]) -> float:
 
 # ---------------------------------------------------------------------------- configurations
 def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, per_round: int,
-               actors: int, fold: bool = False, no_sgd: bool = False) -> dict:
+               actors: int, fold: bool = False, no_sgd: bool = False, vectorize: str = "off",
+               dataset: str = "digits") -> dict:
     cpus = os.cpu_count() or 1
-    extra = PROFILE.format(cpus=cpus, actors=actors, fold=str(fold).lower()) \
-        if engine == "ray" else ""
+    extra = PROFILE.format(cpus=cpus, actors=actors, fold=str(fold).lower(),
+                           vectorize=vectorize) if engine == "ray" else ""
     config = work / f"{name}.toml"
     config.write_text(WORKLOAD.format(clients=clients, rounds=rounds, per_round=per_round,
-                                      engine=extra))
+                                      engine=extra, dataset=dataset,
+                                      model=SCALE_MODELS.get(dataset, "cnn")))
     out = work / name
     metrics = out / "metrics.jsonl"
     program = [str(REPO / "benchmarks" / "no_sgd_client.py")] if no_sgd else ["-m", "fedsim.cli"]
@@ -360,7 +371,7 @@ def run_script(work: Path, name: str, cmd: list[str], result: Path, env: dict) -
 def run_plain(work: Path, rounds: int, clients: int) -> dict:
     config = work / "plain.toml"
     config.write_text(WORKLOAD.format(clients=clients, rounds=rounds, per_round=clients,
-                                      engine=""))
+                                      engine="", dataset="digits", model="digits-cnn"))
     script = work / "plain.py"
     script.write_text(PLAIN)
     return run_script(work, "plain", [sys.executable, str(script), str(config)],
@@ -435,6 +446,9 @@ def table(results: dict[str, dict]) -> str:
 A, B, B1, C, D = ("(a) plain loop, 1 process", "(b) fedsim, 1 actor per core",
                   "(b1) fedsim, 1 actor", "(c) flower simulation", "(d) pfl, torchrun 1/core")
 BF, B1F = "(bf) fedsim folded, 1 actor/core", "(b1f) fedsim folded, 1 actor"
+BV, B1V = "(bv) fedsim vectorized, 1/core", "(b1v) fedsim vectorized, 1 actor"
+# the vectorized goals (issue 21): (bv)/(d) and (bv)/(a)
+BV_OVER_D_MAX, BV_OVER_A_MAX = 0.6, 0.4
 VARIANTS = (("one reply per client", B, B1), ("folded replies", BF, B1F))
 # the issue's goals: serial overhead per client call (ms), (b)/(a), (c)/(b), (b)/(d)
 SERIAL_MS_MAX, B_OVER_A_MAX, C_OVER_B_MIN, B_OVER_D_MAX = 0.8, 0.6, 3.0, 1.0
@@ -464,6 +478,26 @@ def goals(results: dict[str, dict], clients: int, b_key: str = B, b1_key: str = 
     if rb and rc and "error" not in rb and "error" not in rc:
         out.append(f"start-up (b) {rb['startup']:.1f} s vs (c) {rc['startup']:.1f} s (goal: no "
                    f"slower than Flower: {'met' if rb['startup'] <= rc['startup'] else 'NOT met'})")
+    return "\n".join(out)
+
+
+def vectorized_goals(passes: dict[str, list[dict]]) -> str:
+    """(bv)/(d), (bv)/(a) and the vectorized speed-ups (b)/(bv), (b1)/(b1v), pass by pass
+    (one value per pass, median last)."""
+    figures = [("(bv)/(d)", BV, D, BV_OVER_D_MAX), ("(bv)/(a)", BV, A, BV_OVER_A_MAX),
+               ("(bv)/(b)", BV, B, None), ("(b1v)/(b1)", B1V, B1, None)]
+    out = []
+    for name, top, bottom, goal in figures:
+        pairs = [x["steady"] / y["steady"]
+                 for x, y in zip(passes.get(top, []), passes.get(bottom, []), strict=False)
+                 if "error" not in x and "error" not in y]
+        if not pairs:
+            continue
+        median = statistics.median(pairs)
+        verdict = "" if goal is None else \
+            f"; goal <= {goal:g}: {'met' if median <= goal else 'NOT met'}"
+        out.append(f"  {name:<12}{', '.join(f'{v:.2f}' for v in pairs)} "
+                   f"(median {median:.2f}{verdict})")
     return "\n".join(out)
 
 
@@ -505,6 +539,10 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
         A: lambda w: run_plain(w, args.rounds, args.clients),
         B: lambda w: run_fedsim(w, "b", "ray", args.rounds, args.clients, args.clients, cores),
         B1: lambda w: run_fedsim(w, "b1", "ray", args.rounds, args.clients, args.clients, 1),
+        BV: lambda w: run_fedsim(w, "bv", "ray", args.rounds, args.clients, args.clients, cores,
+                                 vectorize="on"),
+        B1V: lambda w: run_fedsim(w, "b1v", "ray", args.rounds, args.clients, args.clients, 1,
+                                  vectorize="on"),
         BF: lambda w: run_fedsim(w, "bf", "ray", args.rounds, args.clients, args.clients, cores,
                                  fold=True),
         B1F: lambda w: run_fedsim(w, "b1f", "ray", args.rounds, args.clients, args.clients, 1,
@@ -564,6 +602,9 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
             what = "goals" if args.repeat == 1 else \
                 "goals from the median passes (the pass-by-pass medians above are steadier)"
             print(f"{what}, {label}:\n{goals(results, args.clients, b_key, b1_key)}")
+    figures = vectorized_goals(passes)
+    if figures:
+        print(f"vectorized clients (ratios of steady s/round):\n{figures}")
     print(f"after: {cpu_load()}")
 
 
@@ -590,24 +631,38 @@ def median_run(outcomes: list[dict]) -> dict:
     return ok[(len(ok) - 1) // 2] if ok else outcomes[-1]
 
 
+DIGITS_POOL = 1438  # digits' training pool: the most clients it can give an example each
+
+
 def main_scale(args: argparse.Namespace, work: Path) -> None:
-    clients, rounds = 1000, 50
+    """The scale run: ``--population`` clients, ``--per-round`` of them sampled each round,
+    one actor per core, per-client (``engine.vectorize = "off"``) against vectorized
+    (``"on"``), each with its seconds per round and its tree RSS after chosen rounds."""
+    clients, rounds = args.population, args.scale_rounds
+    per_round = args.per_round or max(1, clients // 10)
+    if args.dataset == "digits" and clients > DIGITS_POOL:
+        raise SystemExit(f"--population {clients}: digits has {DIGITS_POOL} training examples, "
+                         f"so at most {DIGITS_POOL} clients; use --dataset mnist (or another "
+                         "hub dataset, downloaded once) for a larger population")
     print(f"before: {cpu_load()}", flush=True)
-    r = run_fedsim(work, "scale", "ray", rounds, clients, clients // 10, os.cpu_count() or 1)
-    rows = r["rows"]
-    print(f"scale: {clients} clients, {clients // 10} per round, {rounds} rounds on digits "
-          f"(fedsim engine, {os.cpu_count()} actors)")
-    print(f"steady s/round {r['steady']:.3f}; start-up {r['startup']:.1f} s; wall "
-          f"{r['wall']:.1f} s; peak tree RSS {r['rss'] / 1e6:.0f} MB, PSS {r['pss'] / 1e6:.0f} "
-          f"MB; final accuracy {rows[-1]['central_accuracy']:.4f}")
-    t_rounds = [r["t0"] + r["startup"] + row["wall_seconds"] for row in rows]
-    print("tree RSS (MB) after round:")
-    for k in (1, 5, 10, 20, 30, 40, rounds - 1):  # the last sample may fall in teardown
-        if k <= len(t_rounds):
+    cores = os.cpu_count() or 1
+    for label, mode in (("per-client", "off"), ("vectorized", "on")):
+        r = run_fedsim(work, f"scale-{mode}", "ray", rounds, clients, per_round, cores,
+                       vectorize=mode, dataset=args.dataset)
+        rows = r["rows"]
+        print(f"scale, {label}: {clients} clients, {per_round} per round, {rounds} rounds on "
+              f"{args.dataset} (fedsim engine, {cores} actors, engine.vectorize = {mode})")
+        print(f"steady s/round {r['steady']:.3f}; start-up {r['startup']:.1f} s; wall "
+              f"{r['wall']:.1f} s; peak tree RSS {r['rss'] / 1e6:.0f} MB, PSS "
+              f"{r['pss'] / 1e6:.0f} MB; final accuracy {rows[-1]['central_accuracy']:.4f}")
+        t_rounds = [r["t0"] + r["startup"] + row["wall_seconds"] for row in rows]
+        print("tree RSS (MB) after round:")
+        marks = sorted({k for k in (1, 5, 10, 20, 30, 40, rounds - 1) if 1 <= k <= len(rows)})
+        for k in marks:  # the last sample may fall in teardown
             before = [rss for t, rss in r["samples"] if t <= t_rounds[k - 1]]
             if before:
                 print(f"  round {k:>2}: {before[-1] / 1e6:8.0f}")
-    print(f"after: {cpu_load()}")
+        print(f"after: {cpu_load()}", flush=True)
 
 
 def main() -> None:
@@ -618,7 +673,15 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated subset, e.g. a,b1")
     parser.add_argument("--repeat", type=int, default=1,
                         help="interleaved passes; each configuration reports its median pass")
-    parser.add_argument("--scale", action="store_true", help="the 1000-client scale run")
+    parser.add_argument("--scale", action="store_true",
+                        help="the scale run, per-client against vectorized")
+    parser.add_argument("--population", type=int, default=1000,
+                        help="--scale: clients in the population (10000: use --dataset mnist)")
+    parser.add_argument("--per-round", type=int, default=0,
+                        help="--scale: clients sampled per round (default: a tenth)")
+    parser.add_argument("--scale-rounds", type=int, default=50, help="--scale: rounds")
+    parser.add_argument("--dataset", default="digits",
+                        help="--scale: the dataset (digits is bundled; others download once)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--no-sgd", action="store_true",
                         help="fedsim's configurations with no-op SGD steps: the engine alone")

@@ -31,6 +31,7 @@ from fedsim.tasks.training import sgd_steps
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.stacked_steps import run_stacked_sgd
 from strategies.vector import model_vector, record_vector, vector_record
 
 RESIDUAL_KEY = "ef-residual"
@@ -63,6 +64,32 @@ class EFSignClient(ClientAlgorithm):
         local.state[RESIDUAL_KEY] = vector_record(p - sent)
         return ClientUpdate(ArrayRecord({k: Array(a) for k, a in payload.items()}),
                             {"train-loss": loss})
+
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """The K clients' local SGD as one computation; P = (x - Y) + R with R the clients'
+        residuals stacked from their states (zero rows where a client has none), then each
+        client's scaled sign, and its new residual written back to its own state."""
+        stacked = run_stacked_sgd(rounds, budget_bytes)
+        if isinstance(stacked, str):
+            return stacked
+        x, y, losses = stacked
+        p = x - y
+        for k, local in enumerate(rounds):
+            if RESIDUAL_KEY in local.state.array_records:
+                residual = record_vector(local.state.array_records[RESIDUAL_KEY],
+                                         device=p.device)
+                if residual.numel() == p.shape[1]:
+                    p[k] += residual
+        codec = ScaledSignCodec()
+        updates = []
+        for k, (local, loss) in enumerate(zip(rounds, losses, strict=True)):
+            payload = codec.encode(to_numpy(p[k]))
+            sent = torch.from_numpy(codec.decode(payload, p.shape[1])).to(p.device)
+            local.state[RESIDUAL_KEY] = vector_record(p[k] - sent)
+            updates.append(ClientUpdate(ArrayRecord({n: Array(a) for n, a in payload.items()}),
+                                        {"train-loss": loss}))
+        return updates
 
 
 class EFSignStrategy(CodedStrategy):

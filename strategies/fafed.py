@@ -28,10 +28,12 @@ from flwr.app import ConfigRecord, Message
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FloatCodec
 from fedsim.config.fields import setting
+from fedsim.config.schema import TrainConfig
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
 from strategies.local_steps import run_local_steps
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.stacked_steps import run_stacked_local_steps, stacked_content, train_in_chunks
 from strategies.vector import fp32_record, model_vector, record_vector, vector_record
 
 M_KEY, V_KEY, STEP_KEY = "adam-m", "adam-v", "adam-step"
@@ -46,6 +48,24 @@ class FAFEDParams:
     eps: float = setting(1e-6, "Adam epsilon", low=0.0, low_open=True)
 
 
+class AdamWRule:
+    """FAFED's local rule ``y <- rule(y, g)`` on one flat vector (d,) or a stack of them
+    (K, d), row-wise: AdamW from the moments (m, v) and step count t it is given."""
+
+    def __init__(self, m: torch.Tensor, v: torch.Tensor, step: int, beta1: float,
+                 beta2: float, eps: float, train: TrainConfig) -> None:
+        self.m, self.v, self.step = m, v, step
+        self.beta1, self.beta2, self.eps, self.train = beta1, beta2, eps, train
+
+    def __call__(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        b1, b2, tr = self.beta1, self.beta2, self.train
+        self.step += 1
+        self.m = b1 * self.m + (1 - b1) * g
+        self.v = b2 * self.v + (1 - b2) * g * g
+        m_hat, v_hat = self.m / (1 - b1 ** self.step), self.v / (1 - b2 ** self.step)
+        return y - tr.lr * (m_hat / (v_hat.sqrt() + self.eps) + tr.weight_decay * y)
+
+
 class FAFEDClient(ClientAlgorithm):
     """E local AdamW steps from the global (x, m, v, t); upload (y, m, v, t)."""
 
@@ -53,26 +73,40 @@ class FAFEDClient(ClientAlgorithm):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     def train(self, local: LocalRound) -> ClientUpdate:
-        tr = local.train
         x = model_vector(local.model)
         m = (record_vector(local.content[M_KEY], device=x.device) if M_KEY in local.content
              else torch.zeros_like(x))
         v = (record_vector(local.content[V_KEY], device=x.device) if V_KEY in local.content
              else torch.zeros_like(x))
-        step = int(local.content[STEP_KEY]["t"]) if STEP_KEY in local.content else 0
-        b1, b2 = self.beta1, self.beta2
+        rule = AdamWRule(m, v, self._adam_step(local), self.beta1, self.beta2, self.eps,
+                         local.train)
+        y, loss = run_local_steps(local.model, local.batches, local.steps, rule)
+        return ClientUpdate(fp32_record(y), {"train-loss": loss, STEP_KEY: rule.step},
+                            extra={M_KEY: fp32_record(rule.m), V_KEY: fp32_record(rule.v)})
 
-        def adamw(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-            nonlocal m, v, step
-            step += 1
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g * g
-            m_hat, v_hat = m / (1 - b1 ** step), v / (1 - b2 ** step)
-            return y - tr.lr * (m_hat / (v_hat.sqrt() + self.eps) + tr.weight_decay * y)
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """The same AdamW steps for K clients at once, on (K, d) stacks of y, m and v."""
+        if len({self._adam_step(r) for r in rounds}) != 1:
+            return "the clients' Adam step counts differ"
+        return train_in_chunks(rounds, budget_bytes, self._train_stacked, copies=10)
 
-        y, loss = run_local_steps(local.model, local.batches, local.steps, adamw)
-        return ClientUpdate(fp32_record(y), {"train-loss": loss, STEP_KEY: step},
-                            extra={M_KEY: fp32_record(m), V_KEY: fp32_record(v)})
+    def _train_stacked(self, rounds: list[LocalRound]) -> list[ClientUpdate]:
+        first = rounds[0]
+        x = model_vector(first.model)
+        rule = AdamWRule(stacked_content(rounds, M_KEY, x), stacked_content(rounds, V_KEY, x),
+                         self._adam_step(first), self.beta1, self.beta2, self.eps,
+                         first.train)
+        y, losses = run_stacked_local_steps(first.model, [r.batches for r in rounds],
+                                            first.steps, rule)
+        return [ClientUpdate(fp32_record(y[k]), {"train-loss": loss, STEP_KEY: rule.step},
+                             extra={M_KEY: fp32_record(rule.m[k]), V_KEY: fp32_record(rule.v[k])})
+                for k, loss in enumerate(losses)]
+
+    @staticmethod
+    def _adam_step(local: LocalRound) -> int:
+        """The global Adam step count t the client starts from (0 in the first round)."""
+        return int(local.content[STEP_KEY]["t"]) if STEP_KEY in local.content else 0
 
 
 class FAFEDStrategy(CodedStrategy):

@@ -30,10 +30,12 @@ from flwr.app import ArrayRecord, Message
 from fedsim.comm.codec import Codec
 from fedsim.comm.float_codec import FloatCodec
 from fedsim.config.fields import setting
+from fedsim.config.schema import TrainConfig
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy
 from strategies.local_steps import run_local_steps
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.stacked_steps import run_stacked_local_steps, stacked_content, train_in_chunks
 from strategies.vector import fp32_record, model_vector, record_vector, vector_record
 
 MOMENTUM_KEY = "momentum"
@@ -48,6 +50,24 @@ class FedDAParams:
                                low_open=True)
 
 
+class SGDMomentumWithEMA:
+    """FedDA's local rule ``y <- rule(y, g)`` on one flat vector (d,) or a stack of them
+    (K, d), row-wise: torch SGD with momentum and weight decay (dampening 0) on y, and beside
+    it mu <- beta mu + (1 - beta) g, P <- P + mu (``acc``)."""
+
+    def __init__(self, mu: torch.Tensor, beta: float, train: TrainConfig) -> None:
+        self.mu, self.acc, self.buf = mu, torch.zeros_like(mu), None
+        self.beta, self.train = beta, train
+
+    def __call__(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        t = self.train
+        self.mu = self.beta * self.mu + (1 - self.beta) * g
+        self.acc = self.acc + self.mu
+        d = g + t.weight_decay * y if t.weight_decay else g
+        self.buf = d if self.buf is None else t.momentum * self.buf + d
+        return y - t.lr * self.buf
+
+
 class FedDAClient(ClientAlgorithm):
     """Local SGD-momentum; upload the EMA momentum mu and its running sum P."""
 
@@ -55,25 +75,30 @@ class FedDAClient(ClientAlgorithm):
         self.beta = beta
 
     def train(self, local: LocalRound) -> ClientUpdate:
-        t = local.train
         x = model_vector(local.model)
         mu = (record_vector(local.content[MOMENTUM_KEY], device=x.device)
               if MOMENTUM_KEY in local.content
               else torch.zeros_like(x))
-        acc = torch.zeros_like(x)
-        buf: torch.Tensor | None = None
+        rule = SGDMomentumWithEMA(mu, self.beta, local.train)
+        _, loss = run_local_steps(local.model, local.batches, local.steps, rule)
+        return ClientUpdate(fp32_record(rule.acc), {"train-loss": loss},
+                            extra={MOMENTUM_KEY: fp32_record(rule.mu)})
 
-        def sgd_momentum(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-            nonlocal mu, acc, buf
-            mu = self.beta * mu + (1 - self.beta) * g
-            acc = acc + mu
-            d = g + t.weight_decay * y if t.weight_decay else g
-            buf = d if buf is None else t.momentum * buf + d  # torch.optim.SGD, dampening 0
-            return y - t.lr * buf
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """The same rule for K clients at once, on (K, d) stacks (vectorized clients)."""
+        return train_in_chunks(rounds, budget_bytes, self._train_stacked, copies=8)
 
-        _, loss = run_local_steps(local.model, local.batches, local.steps, sgd_momentum)
-        return ClientUpdate(fp32_record(acc), {"train-loss": loss},
-                            extra={MOMENTUM_KEY: fp32_record(mu)})
+    def _train_stacked(self, rounds: list[LocalRound]) -> list[ClientUpdate]:
+        first = rounds[0]
+        x = model_vector(first.model)
+        rule = SGDMomentumWithEMA(stacked_content(rounds, MOMENTUM_KEY, x), self.beta,
+                                  first.train)
+        _, losses = run_stacked_local_steps(first.model, [r.batches for r in rounds],
+                                            first.steps, rule)
+        return [ClientUpdate(fp32_record(rule.acc[k]), {"train-loss": loss},
+                             extra={MOMENTUM_KEY: fp32_record(rule.mu[k])})
+                for k, loss in enumerate(losses)]
 
 
 class FedDAStrategy(CodedStrategy):

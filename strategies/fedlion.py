@@ -45,6 +45,7 @@ from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
 from strategies.local_steps import run_local_steps
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.stacked_steps import run_stacked_local_steps, stacked_content, train_in_chunks
 from strategies.vector import model_vector, record_vector, vector_record
 
 MOMENTUM_KEY = "momentum"
@@ -101,6 +102,36 @@ class FedLionClient(ClientAlgorithm):
         momentum = _record(self.momentum_codec.encode(to_numpy(mu)))
         return ClientUpdate(arrays, {"train-loss": loss, STEPS_METRIC: steps},
                             extra={MOMENTUM_KEY: momentum})
+
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """The same Lion steps for K clients at once, on (K, d) stacks of Delta and mu."""
+        if int(rounds[0].steps) > MAX_STEPS:
+            return "E is over FedLion's 16-bit bound"  # each client alone says so
+        return train_in_chunks(rounds, budget_bytes, self._train_stacked, copies=8)
+
+    def _train_stacked(self, rounds: list[LocalRound]) -> list[ClientUpdate]:
+        first = rounds[0]
+        gamma, steps = float(first.train.lr), int(first.steps)
+        x = model_vector(first.model)
+        mu = stacked_content(rounds, MOMENTUM_KEY, x)
+        delta = torch.zeros_like(mu)
+
+        def lion(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+            nonlocal mu
+            c = self.beta1 * mu + (1 - self.beta1) * g
+            delta.add_(torch.sign(c))
+            mu = self.beta2 * mu + (1 - self.beta2) * g
+            return x - gamma * delta
+
+        _, losses = run_stacked_local_steps(first.model, [r.batches for r in rounds], steps,
+                                            lion)
+        codec = IntCodec(bound=steps)
+        return [ClientUpdate(_record(codec.encode(to_numpy(delta[k]))),
+                             {"train-loss": loss, STEPS_METRIC: steps},
+                             extra={MOMENTUM_KEY: _record(self.momentum_codec.encode(
+                                 to_numpy(mu[k])))})
+                for k, loss in enumerate(losses)]
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:

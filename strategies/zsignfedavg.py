@@ -47,6 +47,7 @@ from fedsim.tasks.training import sgd_steps
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
 from strategies.coded import CodedStrategy, reply_int_metric
 from strategies.registry import Sampling, StrategySpec, flower_sampling_kwargs
+from strategies.stacked_steps import run_stacked_sgd
 from strategies.vector import model_vector
 
 STEPS_METRIC = "local-steps"
@@ -99,6 +100,24 @@ class ZSignClient(ClientAlgorithm):
         bits = SignCodec().encode(to_numpy(signs))
         return ClientUpdate(ArrayRecord({k: Array(a) for k, a in bits.items()}),
                             {"train-loss": loss, STEPS_METRIC: local.steps})
+
+    def train_many(self, rounds: list[LocalRound], budget_bytes: float) -> \
+            list[ClientUpdate] | str:
+        """The K clients' local SGD as one computation; then, per client, its noisy sign from
+        its own generator (seeded by its ``noise_seed``, drawn as alone)."""
+        stacked = run_stacked_sgd(rounds, budget_bytes)
+        if isinstance(stacked, str):
+            return stacked
+        x, y, losses = stacked
+        t, steps = rounds[0].train, rounds[0].steps
+        v = (x - y) * delta_factor(self.delta_scale, t.lr, steps)
+        updates = []
+        for k, (local, loss) in enumerate(zip(rounds, losses, strict=True)):
+            bits = SignCodec().encode(to_numpy(
+                noisy_sign(v[k], self.sigma, self.z, local.noise_seed)))
+            updates.append(ClientUpdate(ArrayRecord({n: Array(a) for n, a in bits.items()}),
+                                        {"train-loss": loss, STEPS_METRIC: steps}))
+        return updates
 
 
 def aggregate_signs(signs: list[np.ndarray], aggregation: str, num_groups: int = 1) -> \

@@ -265,7 +265,8 @@ class EngineConfig:
     vectorize: str = setting("auto", "vectorized clients: an actor trains the clients of its "
                              "batch that share a setup, the global model and a step count as "
                              "one batched computation (torch.func.vmap) where their strategy's "
-                             "client half can (fedavg, fedadam, flwr:* strategies); the others "
+                             "client half can (fedavg, fedadam, flwr:*, fedlion, zsignfedavg, "
+                             "signsgd, sto_signsgd, ef_signsgd, fedda, fafed); the others "
                              "run one by one with a note in the log. auto and on: do so; off: "
                              "never", choices=("auto", "on", "off"))
     vectorize_memory_mb: float = setting(1024.0, "memory bound of one batched computation: "

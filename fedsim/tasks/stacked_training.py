@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from fedsim.tasks.training import LocalBatches, cross_entropy
+from fedsim.tasks.training import BatchLoss, LocalBatches, cross_entropy
 
 STACKABLE_LOSSES = (cross_entropy,)
 """Task losses that are a pure function of (model output, labels): the same under vmap."""
@@ -56,10 +56,12 @@ def can_stack(model: nn.Module, batches: Sequence[LocalBatches]) -> str | None:
     return None
 
 
-def chunk_size(model: nn.Module, batch_shape: torch.Size, budget_bytes: float) -> int:
-    """How many clients fit in ``budget_bytes`` at once: per client, its parameters,
-    gradients, momentum and update (4 copies) and the activations of one batch, estimated
-    from one forward pass of a single example."""
+def chunk_size(model: nn.Module, batch_shape: torch.Size, budget_bytes: float,
+               copies: int = 4) -> int:
+    """How many clients fit in ``budget_bytes`` at once: per client, ``copies`` copies of its
+    parameters (parameters, gradients, momentum and update: 4 for SGD; a vector rule's own
+    state adds more) and the activations of one batch, estimated from one forward pass of a
+    single example."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     sizes = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(
@@ -72,10 +74,33 @@ def chunk_size(model: nn.Module, batch_shape: torch.Size, budget_bytes: float) -
     finally:
         for hook in hooks:
             hook.remove()
-    per_client = 4 * params + 3 * sum(sizes) * batch_shape[0]  # forward + its gradients
+    per_client = copies * params + 3 * sum(sizes) * batch_shape[0]  # forward + its gradients
     if math.isinf(budget_bytes):
         return 1 << 30
     return max(1, int(budget_bytes // max(1, per_client)))
+
+
+def stacked_gradient(model: nn.Module, frozen: dict[str, torch.Tensor], loss_fn: BatchLoss) \
+        -> Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """``(params, xs, ys) -> (grads, losses)``: every client's gradient of the task loss at its
+    own parameters (stacked along dim 0, like ``xs`` and ``ys``) as one ``vmap`` computation;
+    ``frozen`` holds the parameters that get no gradient."""
+
+    def client_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> \
+            torch.Tensor:
+        return loss_fn(lambda inputs: functional_call(model, {**p, **frozen}, (inputs,)), x, y,
+                       None)
+
+    return vmap(grad_and_value(client_loss))
+
+
+def next_batches(batches: Sequence[LocalBatches],
+                 drawn: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> tuple[
+                     torch.Tensor, torch.Tensor]:
+    """Each client's next batch from its own seeded order, stacked (clients along dim 0);
+    ``drawn`` holds client 0's batch if it was already drawn (it is used up)."""
+    pairs = [drawn.pop(0) if (i == 0 and drawn) else b.next() for i, b in enumerate(batches)]
+    return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
 
 def stacked_sgd(model: nn.Module, batches: Sequence[LocalBatches], steps: int, lr: float,
@@ -120,20 +145,11 @@ def _chunk(model: nn.Module, batches: Sequence[LocalBatches], steps: int, lr: fl
     params = {n: start[n].unsqueeze(0).repeat(k, *([1] * start[n].dim())) for n in names}
     frozen = {n: t for n, t in start.items() if n not in params}
     loss_fn = batches[0].loss
-
-    def client_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> \
-            torch.Tensor:
-        return loss_fn(lambda inputs: functional_call(model, {**p, **frozen}, (inputs,)), x, y,
-                       None)
-
-    step_fn = vmap(grad_and_value(client_loss))
+    step_fn = stacked_gradient(model, frozen, loss_fn)
     buffers: dict[str, torch.Tensor] = {}
     total = torch.zeros(k, dtype=torch.float64, device=start[names[0]].device)
     for step in range(steps):
-        pairs = [drawn.pop(0) if (i == 0 and drawn) else b.next()
-                 for i, b in enumerate(batches)]
-        xs = torch.stack([x for x, _ in pairs])
-        ys = torch.stack([y for _, y in pairs])
+        xs, ys = next_batches(batches, drawn)
         grads, loss = step_fn(params, xs, ys)
         total += loss.detach().to(torch.float64)
         with torch.no_grad():

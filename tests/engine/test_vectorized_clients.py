@@ -4,6 +4,7 @@ the update, metrics and reply size it would get alone."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,7 @@ def test_stacked_sgd_equals_each_client_alone(sgd: dict) -> None:
 
 def test_the_proximal_term_is_stacked_too() -> None:
     """FedProx's mu (p - p0) term, against LocalProx run alone."""
+    sys.path.insert(0, str(ROOT / "tests" / "strategies"))  # also when run on its own
     from strategy_fixtures import local_round
 
     from strategies.local_prox import LocalProx
@@ -159,9 +161,12 @@ def test_the_clientapp_batch_gives_each_client_its_own_reply(strategy: str) -> N
 
 
 def test_a_client_half_without_a_batched_form_runs_alone_with_a_note() -> None:
-    messages, contexts = _instructions("fedlion", 3)
+    messages, contexts = _instructions("zo-seeds", 3)
+    config = ConfigRecord({**messages[0].content["config"], "zo-seed": 5})
+    for msg in messages:  # the round's shared direction seed, as the server sends it
+        msg.content["config"] = config
     batched, notes = train_batch(messages, contexts, float("inf"))
-    assert len(notes) == 1 and "one by one" in notes[0] and "fedlion" in notes[0]
+    assert len(notes) == 1 and "one by one" in notes[0] and "zo-seeds" in notes[0]
     alone = [train(m, c) for m, c in zip(messages, contexts, strict=True)]
     for b, a in zip(batched, alone, strict=True):  # the same client half, run alone
         for key in a.content["arrays"]:
