@@ -5,19 +5,17 @@ then the whole local model goes uplink in fp32 (McMahan et al. 2017, Algorithm 1
 from __future__ import annotations
 
 from fedsim.comm.npy import record_from_torch
-from fedsim.tasks.stacked_training import can_stack, stacked_sgd
+from fedsim.tasks.stacked_training import stacked_sgd
 from fedsim.tasks.training import sgd_steps
 from strategies.client_half import ClientAlgorithm, ClientUpdate, LocalRound
+from strategies.stacked_steps import stack_reason
 
 
 def stacked_local_sgd(rounds: list[LocalRound], budget_bytes: float,
                       prox_mu: float = 0.0) -> list[ClientUpdate] | str:
     """The clients' E steps of (proximal) SGD as one computation, each one's model uplink."""
     first = rounds[0]
-    why = can_stack(first.model, [r.batches for r in rounds])
-    if why is None and len({r.steps for r in rounds}) != 1:
-        why = "the clients' step counts differ"
-    if why is not None:
+    if (why := stack_reason(rounds)) is not None:
         return why
     t = first.train
     models, losses = stacked_sgd(first.model, [r.batches for r in rounds], first.steps, t.lr,
