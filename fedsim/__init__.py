@@ -26,18 +26,33 @@ _LAZY = {
     "run": "fedsim.api",
     "load": "fedsim.api",
     "simulate": "fedsim.simulation",
+    "register_strategy": "fedsim.plugins",
+    "register_model": "fedsim.plugins",
+    "register_dataset": "fedsim.plugins",
+    "register_partitioner": "fedsim.plugins",
+    "register_task_kind": "fedsim.plugins",
+    "register_codec": "fedsim.plugins",
     "RunResult": "fedsim.result",
     "ConfigError": "fedsim.config.errors",
     "ExperimentConfig": "fedsim.config.schema",
 }
 
-__all__ = ["ConfigError", "ExperimentConfig", "RunResult", "__version__", "load", "run",
-           "simulate"]
+__all__ = ["ConfigError", "ExperimentConfig", "RunResult", "__version__", "load",
+           "register_codec", "register_dataset", "register_model", "register_partitioner",
+           "register_strategy", "register_task_kind", "run", "simulate"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
     from fedsim.api import load, run
     from fedsim.config.errors import ConfigError
     from fedsim.config.schema import ExperimentConfig
+    from fedsim.plugins import (
+        register_codec,
+        register_dataset,
+        register_model,
+        register_partitioner,
+        register_strategy,
+        register_task_kind,
+    )
     from fedsim.result import RunResult
     from fedsim.simulation import simulate
 
