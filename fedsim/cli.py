@@ -179,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="strategies, tasks, engines and ready-made configs")
     lst.set_defaults(func=cmd_list)
     from fedsim.deploy.commands import add_deploy_parser
+    from fedsim.sweep.commands import add_sweep_parser
 
     add_deploy_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

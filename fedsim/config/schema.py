@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsim.config.errors import ConfigError
 from fedsim.config.fields import setting
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "femnist")
@@ -18,6 +19,7 @@ TASK_KINDS = ("classification", "diffusion", "dno")
 DNO_REWARDS = ("classifier", "brightness", "compressibility")
 DNO_METHODS = ("grad", "hybrid2", "zo")
 PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "natural")
+LOGGERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -95,6 +97,21 @@ class OutputConfig:
     plots: bool = setting(True, "write PNG plots at the end of the run")
     checkpoint_every: int = setting(5, "write a resumable checkpoint every k rounds (0: never)",
                                     low=0)
+    loggers: list = setting([], "experiment trackers that also receive every round's "
+                                 "metrics: tensorboard (event files in the results folder), "
+                                 "mlflow (one MLflow run per fedsim run); pip install "
+                                 "'fedsim[tracking]'", choices=LOGGERS)
+    mlflow_uri: str = setting("", "MLflow tracking URI (empty: the file store mlruns/ in the "
+                              "current folder)")
+    mlflow_experiment: str = setting("", "MLflow experiment of the run (empty: the run's name; "
+                                     "fedsim sweep sets the sweep's name)")
+
+    def __post_init__(self) -> None:
+        # an empty list is allowed (no tracker), so the items are checked here
+        for i, name in enumerate(self.loggers):
+            if name not in LOGGERS:
+                raise ConfigError(f"output.loggers[{i}]", name,
+                                  "one of " + ", ".join(repr(n) for n in LOGGERS))
 
 
 @dataclass
