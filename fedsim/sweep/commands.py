@@ -109,29 +109,30 @@ def prepare_sweep(args: argparse.Namespace) -> tuple[Path, SweepManifest, str]:
             raise ConfigError("CONFIG", name, "configs with distinct names (give one its own "
                               "with PATH@name=NEW)")
     name = args.name or f"sweep-{names[0]}"
-    sweep_dir = new_run_dir(args.out, resolved[0].output.dir, name).resolve()
-    (sweep_dir / CONFIGS_FOLDER).mkdir()
-    copies = []
-    for i, cfg in enumerate(resolved):
-        if "mlflow" in cfg.output.loggers:  # every trial of the sweep in one MLflow store
-            cfg.output.mlflow_uri = cfg.output.mlflow_uri or (Path.cwd() / "mlruns").as_uri()
-            cfg.output.mlflow_experiment = cfg.output.mlflow_experiment or name
-        rel = f"{CONFIGS_FOLDER}/{i:02d}-{cfg.name}.toml"
-        save_config(cfg, sweep_dir / rel)
-        copies.append((rel, cfg.name))
+    copies = [(f"{CONFIGS_FOLDER}/{i:02d}-{cfg.name}.toml", cfg.name)
+              for i, cfg in enumerate(resolved)]
     points = grid_points(grid)
     if args.search:
         samples = sample_settings(args.search, args.samples, seed=resolved[0].seed)
         points = [{**p, **s} for p in points for s in samples]
     trials = build_trials(copies, points, list(range(args.seeds)))
+    sources = {rel: text.split("@") for (rel, _), text in zip(copies, args.configs, strict=True)}
     for trial in trials:
         if trial.seed == 0:  # every setting's keys and values checked before anything starts
-            load_config(sweep_dir / trial.config, trial.overrides())
+            path, *variant = sources[trial.config]
+            load_config(path, [*args.set, *variant, *trial.overrides()])
     keys = list(grid) + [text.split("=", 1)[0].strip() for text in args.search]
     manifest = SweepManifest(
         name=name, trials=trials, grid_keys=keys,
         concurrent=default_concurrency(args.concurrent, resolved[0].engine.ray_address),
         asha=parse_asha(args, max(cfg.train.rounds for cfg in resolved)))
+    sweep_dir = new_run_dir(args.out, resolved[0].output.dir, name).resolve()
+    (sweep_dir / CONFIGS_FOLDER).mkdir()
+    for (rel, _), cfg in zip(copies, resolved, strict=True):
+        if "mlflow" in cfg.output.loggers:  # every trial of the sweep in one MLflow store
+            cfg.output.mlflow_uri = cfg.output.mlflow_uri or (Path.cwd() / "mlruns").as_uri()
+            cfg.output.mlflow_experiment = cfg.output.mlflow_experiment or name
+        save_config(cfg, sweep_dir / rel)
     manifest.save(sweep_dir)
     return sweep_dir, manifest, resolved[0].engine.ray_address
 
