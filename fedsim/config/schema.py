@@ -112,6 +112,10 @@ class OutputConfig:
             if name not in LOGGERS:
                 raise ConfigError(f"output.loggers[{i}]", name,
                                   "one of " + ", ".join(repr(n) for n in LOGGERS))
+        from fedsim.tracking.base import require
+
+        for i, name in enumerate(self.loggers):  # refused now, not after the first round
+            require(name, f"output.loggers[{i}]")
 
 
 @dataclass
