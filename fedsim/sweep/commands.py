@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from fedsim.sweep.table import write_tables
     from fedsim.sweep.tune_runner import dump_errors, run_trials, sweep_ray
 
+    started = time.monotonic()
     sweep_dir, manifest, address = resume_sweep(args) if args.resume else prepare_sweep(args)
     done = {"finished", "stopped"}
     pending = [t.index for t in manifest.trials if trial_status(sweep_dir, t) not in done]
@@ -165,7 +167,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         with sweep_ray(address, manifest.concurrent):
             errors = run_trials(sweep_dir, manifest, pending)
     dump_errors(sweep_dir, errors)
-    print(write_tables(sweep_dir, manifest))
+    print(write_tables(sweep_dir, manifest, time.monotonic() - started, len(pending)))
     left = [t.index for t in manifest.trials if trial_status(sweep_dir, t) not in done]
     for line in errors:
         print(f"fedsim sweep: {line}", file=sys.stderr)

@@ -57,8 +57,10 @@ def _cell(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def write_tables(sweep_dir: Path, manifest: SweepManifest) -> str:
-    """Write sweep.csv, sweep.md and the band plots from the trial folders; return sweep.md."""
+def write_tables(sweep_dir: Path, manifest: SweepManifest, wall_s: float | None = None,
+                 ran: int = 0) -> str:
+    """Write sweep.csv, sweep.md and the band plots from the trial folders; return sweep.md.
+    ``wall_s``: the wall time of this invocation, which ran ``ran`` trials."""
     sweep_dir = Path(sweep_dir)
     rows, groups, curves = [], {}, {}
     target = None
@@ -82,6 +84,11 @@ def write_tables(sweep_dir: Path, manifest: SweepManifest) -> str:
     md = (f"# sweep {manifest.name}\n\n{done} of {len(rows)} trials finished"
           + (f", {stopped} stopped early (ASHA; not in the table)" if stopped else "")
           + f"{target_line}; mean ± std (min–max) over seeds.\n\n" + spread_table(groups))
+    if wall_s is not None and ran:
+        inside = sum(r["wall_seconds"] or 0.0 for r in rows)
+        md += (f"\nThis invocation ran {ran} trials in {wall_s:.1f} s of wall time; the "
+               f"federations of all {len(rows)} trials took {inside:.1f} s together "
+               "(summary wall_seconds; without starting Python, loading data and engines).\n")
     (sweep_dir / MD_FILE).write_text(md)
     plot_bands(curves, sweep_dir, target)
     return md
