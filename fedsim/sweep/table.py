@@ -85,10 +85,11 @@ def write_tables(sweep_dir: Path, manifest: SweepManifest, wall_s: float | None 
           + (f", {stopped} stopped early (ASHA; not in the table)" if stopped else "")
           + f"{target_line}; mean ± std (min–max) over seeds.\n\n" + spread_table(groups))
     if wall_s is not None and ran:
-        inside = sum(r["wall_seconds"] or 0.0 for r in rows)
-        md += (f"\nThis invocation ran {ran} trials in {wall_s:.1f} s of wall time; the "
-               f"federations of all {len(rows)} trials took {inside:.1f} s together "
-               "(summary wall_seconds; without starting Python, loading data and engines).\n")
+        inside = sum(r["wall_seconds"] or 0.0 for r in rows if r["status"] == "finished")
+        md += (f"\nThis invocation of fedsim sweep took {wall_s:.1f} s of wall time for {ran} "
+               f"trials to run; the federations of the {done} finished trials took "
+               f"{inside:.1f} s together (their summary wall_seconds: no Python start, data or "
+               "engine loading).\n")
     (sweep_dir / MD_FILE).write_text(md)
     plot_bands(curves, sweep_dir, target)
     return md
