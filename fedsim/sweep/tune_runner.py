@@ -91,10 +91,28 @@ def asha_scheduler(asha: dict[str, Any], sweep_dir: Path):
                        reduction_factor=asha["reduction_factor"], stop_last_trials=False)
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def loopback_only() -> None:
+    """Make a local Ray take 127.0.0.1 as its node address, so its GCS, raylets and workers
+    listen on the loopback only (``ray.init(_node_ip_address="127.0.0.1")`` alone is turned
+    into the machine's reachable address). Ray reads this switch when it is imported, and
+    its node address when it starts (``sweep_ray`` calls it before both when it can)."""
+    os.environ[LOOPBACK_ENV] = "0"
+    if "ray" in sys.modules:  # imported already: its constant was read, set it too
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 @contextlib.contextmanager
 def sweep_ray(address: str, num_cpus: int) -> Iterator[None]:
-    """One Ray for the whole sweep: the cluster at ``address``, else a local one bound to
-    127.0.0.1 without dashboard; shut down after (left alone if someone else started it)."""
+    """One Ray for the whole sweep: the cluster at ``address``, else a local one on
+    127.0.0.1 (``loopback_only``) without dashboard; shut down after (left alone if someone
+    else started it)."""
+    if not address:
+        loopback_only()
     import ray
 
     from fedsim.engine.ray_engine import worker_env
@@ -113,8 +131,7 @@ def sweep_ray(address: str, num_cpus: int) -> Iterator[None]:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     **kwargs)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     try:
         yield
     finally:
