@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedsim.checkpoint import CHECKPOINT_FILE
-from fedsim.cli import main
+from fedsim.cli import build_parser, main
 from fedsim.config import load_config, save_config
 from fedsim.results.writer import read_metrics
 from fedsim.sweep.trial_run import read_attempts, run_trial
@@ -77,3 +77,26 @@ def test_bad_sweep_options_refused_naming_them(tmp_path: Path, capsys, argv: lis
 def test_resume_of_a_folder_that_is_no_sweep_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["sweep", "--resume", str(tmp_path)]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_trainable_reports_each_round_once_as_it_is_written(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    from ray import tune
+
+    from fedsim.sweep.commands import prepare_sweep
+    from fedsim.sweep.tune_runner import trainable
+
+    args = build_parser().parse_args(["sweep", QUICKSTART, *TINY, "--set", "eval.central_every=2",
+                                      "--out", str(tmp_path / "s")])
+    sweep_dir, manifest, _ = prepare_sweep(args)
+    reports: list[dict] = []
+    monkeypatch.setattr(tune, "report", lambda metrics: reports.append(metrics))
+    trainable({"trial": 0, "sweep_dir": str(sweep_dir)})
+    rows = read_metrics(trial_dir(sweep_dir, manifest.trials[0]))
+    assert [r["round"] for r in reports] == [1, 2, 3]
+    assert all(isinstance(v, (int, float)) for r in reports for v in r.values())
+    # round 1 was not evaluated centrally: it carries round 0's accuracy (what ASHA compares)
+    assert "central_accuracy" not in rows[1]
+    assert reports[0]["central_accuracy"] == rows[0]["central_accuracy"]
+    assert reports[1]["central_accuracy"] == rows[2]["central_accuracy"]
+    assert reports[2]["central_accuracy"] == rows[3]["central_accuracy"]
