@@ -162,6 +162,9 @@ def run_trials(sweep_dir: Path, manifest: SweepManifest, pending: list[int]) -> 
                   file=sys.stderr, flush=True)
 
     scheduler = asha_scheduler(manifest.asha, sweep_dir) if manifest.asha else None
+    # Tune's own tables would go to stdout, where fedsim sweep prints sweep.md; verbose=0 is
+    # silent only with its classic output
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": TRIAL_CPUS}),
         param_space={"trial": tune.grid_search(pending), "sweep_dir": str(sweep_dir)},
