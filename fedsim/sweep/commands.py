@@ -31,7 +31,10 @@ METRIC_MODES = ("max", "min")
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``fedsim sweep`` on the main parser's subcommands."""
     p = sub.add_parser("sweep", help="settings x seeds as Ray Tune trials; mean ± std tables",
-                       description=__doc__.split("\n")[0])
+                       description="Run configs x settings x seeds as Ray Tune trials, each "
+                       "an ordinary fedsim run, and tabulate mean ± std over the seeds "
+                       "(docs/sweeps.md).", epilog=__doc__.split("\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="*", metavar="CONFIG",
                    help="experiment file(s), each optionally PATH@KEY=VALUE@...")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
