@@ -166,9 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a strategy's or task kind's settings with defaults, ranges and docs")
     lst.set_defaults(func=cmd_list)
     from fedsim.deploy.commands import add_deploy_parser
+    from fedsim.simulate_cli import add_simulate_parser
+    from fedsim.sweep.commands import add_sweep_parser
 
     add_deploy_parser(sub)
-    __import__("fedsim.simulate_cli").simulate_cli.add_simulate_parser(sub)
+    add_simulate_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsim.config.errors import ConfigError
 from fedsim.config.fields import setting
 
 DNO_REWARDS = ("classifier", "brightness", "compressibility")
 DNO_METHODS = ("grad", "hybrid2", "zo")
+LOGGERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -94,6 +96,25 @@ class OutputConfig:
     plots: bool = setting(True, "write PNG plots at the end of the run")
     checkpoint_every: int = setting(5, "write a resumable checkpoint every k rounds (0: never)",
                                     low=0)
+    loggers: list = setting([], "experiment trackers that also receive every round's "
+                                 "metrics: tensorboard (event files in the results folder), "
+                                 "mlflow (one MLflow run per fedsim run); pip install "
+                                 "'fedsim[tracking]'", choices=LOGGERS)
+    mlflow_uri: str = setting("", "MLflow tracking URI (empty: the file store mlruns/ in the "
+                              "current folder)")
+    mlflow_experiment: str = setting("", "MLflow experiment of the run (empty: the run's name; "
+                                     "fedsim sweep sets the sweep's name)")
+
+    def __post_init__(self) -> None:
+        # an empty list is allowed (no tracker), so the items are checked here
+        for i, name in enumerate(self.loggers):
+            if name not in LOGGERS:
+                raise ConfigError(f"output.loggers[{i}]", name,
+                                  "one of " + ", ".join(repr(n) for n in LOGGERS))
+        from fedsim.tracking.base import require
+
+        for i, name in enumerate(self.loggers):  # refused now, not after the first round
+            require(name, f"output.loggers[{i}]")
 
 
 @dataclass

@@ -115,10 +115,14 @@ class ResultsWriter:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        from fedsim.tracking import open_trackers  # [output] loggers: TensorBoard, MLflow
+
+        self._trackers = open_trackers(self.run_dir)
 
     def write_round(self, record: dict[str, Any]) -> None:
         self._metrics.write(json.dumps(_clean(record), sort_keys=True) + "\n")
         self._metrics.flush()
+        self._trackers.log_round(_clean(record))
 
     def write_problems(self, problems: list[dict[str, Any]]) -> None:
         """Append why replies were dropped (client errors, rejected payloads) to
@@ -129,6 +133,8 @@ class ResultsWriter:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        self._trackers.finish(_clean(summary))
 
     def close(self) -> None:
         self._metrics.close()
+        self._trackers.close()
