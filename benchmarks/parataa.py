@@ -1,4 +1,4 @@
-"""ParaTAA vs sequential sampling on the tiny digits DDPM (arXiv 2402.09970; algorithms.md §4(f)).
+"""ParaTAA vs sequential sampling on the tiny digits DDPM (arXiv 2402.09970).
 
 Trains (or loads a cached) small DDPM, then for DDIM-100 (eta = 0) and DDPM-100 (eta = 1) prints
 the parallel iterations, wall time and max |x_0 - sequential| of: sequential sampling, plain

@@ -1,6 +1,6 @@
 """EF-SignSGD: sign compression with error feedback (Karimireddy, Rebjock, Stich & Jaggi,
 "Error Feedback Fixes SignSGD and other Gradient Compression Schemes", ICML 2019,
-arXiv 1901.09847, Algorithm 1; reference/algorithms.md §2(e)).
+arXiv 1901.09847, Algorithm 1).
 
 Client i keeps a residual e_i in its ``context.state`` (0 at first, kept while it is not
 sampled). Per round: E local SGD steps give the step Delta_i = x - y (= gamma g for E = 1);

@@ -1,6 +1,6 @@
 """FAFED as the FedLion paper's code defines it: "local AdamW + periodic averaging of model,
-m, v and step" (baseline of Tang & Chang, ICASSP 2024, arXiv 2402.09941, script ``avg_adam_*``;
-reference/algorithms.md §1(e).6). It stands for Wu et al. 2023 (FAFED, "Faster Adaptive
+m, v and step" (baseline of Tang & Chang, ICASSP 2024, arXiv 2402.09941, script ``avg_adam_*``
+in TZW1998/FedLion). It stands for Wu et al. 2023 (FAFED, "Faster Adaptive
 Federated Learning"), which it simplifies; this module follows the reference code.
 
 Server state: x, the Adam moments m, v (0 at the start) and the step count t. Per round:

@@ -1,5 +1,5 @@
 """FedDA as the FedLion paper's code defines it (baseline of Tang & Chang, ICASSP 2024,
-arXiv 2402.09941, script ``avg_fedDA_*``; reference/algorithms.md §1(e).7). The method it
+arXiv 2402.09941, script ``avg_fedDA_*`` in TZW1998/FedLion). The method it
 stands for is Li, Huang & Huang 2023 (FedDA, "federated dual averaging"-style adaptive
 momentum); this module follows the reference code, not that paper.
 

@@ -1,6 +1,5 @@
 """FedLion (Tang & Chang, "FedLion: Faster Adaptive Federated Optimization with Fewer
-Communication", ICASSP 2024, arXiv 2402.09941, Algorithm 1; reference/algorithms.md §1(a),
-§1(e)).
+Communication", ICASSP 2024, arXiv 2402.09941, Algorithm 1; official code TZW1998/FedLion).
 
 Server state: the model x and the global momentum m (0 at the start). Per round t:
 
@@ -17,11 +16,11 @@ Server state: the model x and the global momentum m (0 at the start). Per round 
   in bf16/fp16 (``momentum_dtype``; a fedsim option the paper does not have);
 - server (``FedLionStrategy.server_step``): x <- x - gamma * (1/n) sum_i Delta_i (identical to
   the unweighted average of the client models) and m <- (1/n) sum_i mu_i over the sampled
-  clients; there is no server learning rate and client data sizes are ignored (§1(e).1).
+  clients; there is no server learning rate and client data sizes are ignored (official code).
 
 The client tracks Delta as an exact integer count and sets y = x - gamma * Delta after each step,
 which is the same iterate as the Lion recursion without floating-point drift in Delta.
-Weight decay is off (lambda = 0): with lambda > 0 Delta would not be an integer (§1(e).3).
+Weight decay is off (lambda = 0): with lambda > 0 Delta would not be an integer.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ MAX_STEPS = (2 ** INT_MAX_BITS - 1) // 2
 
 @dataclass
 class FedLionParams:
-    """FedLion hyperparameters (defaults of the official scripts, algorithms.md §1(a)); the
+    """FedLion hyperparameters (defaults of the official scripts ``avg_lion_*.py``); the
     learning rate gamma is ``train.lr`` and is used by clients and server alike."""
 
     beta1: float = setting(0.9, "Lion interpolation coefficient beta1", low=0.0, high=1.0)

@@ -1,10 +1,10 @@
 """SignSGD with majority vote (Bernstein et al., "signSGD: Compressed Optimisation for
-Non-Convex Problems", ICML 2018, arXiv 1802.04434, Algorithm 3; reference/algorithms.md §2(e)).
+Non-Convex Problems", ICML 2018, arXiv 1802.04434, Algorithm 3).
 
 Client: E local SGD steps (E = 1 is SignSGD proper: the sign of one stochastic gradient), upload
 sign(x - y) at 1 bit per coordinate, no noise. Server: x <- x - eta * sign(sum_i s_i).
 
-This is z-SignFedAvg with sigma = 0 and majority vote (§2(a) "unified viewpoint"), so both
+This is z-SignFedAvg (arXiv 2302.02589) with sigma = 0 and majority vote, so both
 halves are ``strategies.zsignfedavg``'s with those settings. On one-class-per-client data it
 stalls (the test in tests/strategies), which is what the noise of z-SignFedAvg repairs.
 """

@@ -1,5 +1,5 @@
 """Stochastic sign SGD (Jin, Huang, He, Dai & Wu, "Stochastic-Sign SGD for Federated Learning
-with Theoretical Guarantees", 2020, arXiv 2002.10940; reference/algorithms.md §2(a), §2(e)).
+with Theoretical Guarantees", 2020, arXiv 2002.10940).
 
 Client: E local SGD steps, then each coordinate of Delta = x - y is sent as +1 with probability
 (B + Delta_j) / (2B) and -1 otherwise (|Delta_j| <= B), i.e. sign(Delta + B * xi) with

@@ -1,5 +1,5 @@
-"""Zeroth-order feedback with shared seeds: the uplink is q + 1 loss values (algorithms.md
-§6.2 II(c), a platform extension; the seed trick of FedKSeed, Qin et al., ICML 2024,
+"""Zeroth-order feedback with shared seeds: the uplink is q + 1 loss values (a fedsim platform
+extension; the seed trick of FedKSeed, Qin et al., ICML 2024,
 arXiv 2312.06353, with the two-point estimator of ZO-SGD, Ghadimi & Lan 2013, Eq. 1.5).
 
 Per round t:
@@ -140,5 +140,5 @@ def build_client(params: dict[str, Any]) -> ZOSeedsClient:
 
 
 SPEC = StrategySpec("zo-seeds", "zeroth-order feedback with shared seeds: q + 1 loss values of "
-                    "uplink per client (FedKSeed-style; §6.2 II(c))", ZOSeedsParams,
+                    "uplink per client (FedKSeed-style)", ZOSeedsParams,
                     build_server, build_client)

@@ -1,12 +1,12 @@
 """z-SignFedAvg (Tang, Wang & Chang, "z-SignFedAvg: A Unified Stochastic Sign-based Compression
-for Federated Learning", AAAI 2024, arXiv 2302.02589; reference/algorithms.md §2(a), §2(e)).
+for Federated Learning", AAAI 2024, arXiv 2302.02589).
 
 Per round t:
 
 - downlink: the model x (fp32);
 - client i (``ZSignClient``): y = x; E local SGD steps with lr gamma on f_i;
   Delta_i = (x - y) * s, with ``delta_scale`` s in {1 ("none"), 1/gamma ("1/lr"),
-  1/(gamma E) ("1/(lr*E)")} (§2(e).2); uplink the 1-bit payload
+  1/(gamma E) ("1/(lr*E)")} (a fedsim option); uplink the 1-bit payload
   ``sign(Delta_i + sigma * xi_i)``, xi_i ~ p_z i.i.d. (density ~ exp(-|x|^z / z): z = 1
   Laplace, z = 2 Gaussian, z = inf uniform on [-1, 1], any z >= 1 by the Gamma construction,
   ``fedsim.comm.noise``), drawn from a client-local generator seeded by ``noise_seed``
@@ -16,9 +16,9 @@ Per round t:
 - server (``ZSignStrategy.server_step``): x <- x - eta * A_t, where A_t is
   ``mean`` (1/n) sum_i s_i (the paper), ``majority`` sign(sum_i s_i) (SignSGD-MV), or
   ``groups``: the clients (partition order) are split into ``num_groups`` groups, each votes
-  sign(sum), and the votes are averaged (the SignOpt ``--glb_sign_allreduce n`` mode, §2(e).1).
+  sign(sum), and the votes are averaged (as ``--glb_sign_allreduce n`` in TZW1998/SignOpt).
 
-Step parametrisation (§2(a) "recommended", §2(e).3): eta = sigma * server_lr / (2 p_z(0)), so
+Step parametrisation (a fedsim choice): eta = sigma * server_lr / (2 p_z(0)), so
 that E[eta s_i] ~= server_lr * Delta_i near 0 (exactly for z = inf when |Delta_i| <= sigma): the
 server then acts like FedAvg with server learning rate ``server_lr`` on the scaled Delta, plus
 quantisation noise. With delta_scale = 1/lr the scaled Delta is divided by gamma, so the server
@@ -74,7 +74,7 @@ class ZSignParams:
 
 
 def delta_factor(delta_scale: str, lr: float, steps: int) -> float:
-    """The factor s applied to Delta = x - y before the noisy sign (§2(e).2)."""
+    """The factor s applied to Delta = x - y before the noisy sign (``delta_scale``)."""
     return {"none": 1.0, "1/lr": 1.0 / lr, "1/(lr*E)": 1.0 / (lr * steps)}[delta_scale]
 
 

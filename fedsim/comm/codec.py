@@ -6,7 +6,7 @@ back, and say how many payload bits a vector of ``d`` coordinates costs. It know
 the algorithm that uses it, nor about Flower; the arrays it returns go into an ``ArrayRecord``
 unchanged (``ArrayRecord({k: Array(v) for k, v in codec.encode(x).items()})``).
 
-Each ``Array`` costs about 280 B of header on the wire (reference/flower-1.41.md §9), so every
+Each ``Array`` costs about 280 B of header (docs/design-notes.md#header-cost-per-array), so every
 codec packs its payload into a single array per call (plus nothing else).
 
 Conventions shared by all codecs:

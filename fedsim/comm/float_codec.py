@@ -1,5 +1,5 @@
 """Full-precision and half-precision floats, for state such as FedLion's momentum μ
-(reference/algorithms.md §1(a): μ travels as 32 bits per coordinate; fp16/bf16 halve that).
+(FedLion, arXiv 2402.09941: μ travels as 32 bits per coordinate; fp16/bf16 halve that).
 
 Wire format: one array ``"values"``:
 

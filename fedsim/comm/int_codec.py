@@ -1,7 +1,7 @@
 """k-bit packing of small integers in ``[-L, L]``: FedLion's integer update Δ.
 
 FedLion (Tang et al., "FedLion: Faster Adaptive Federated Optimization with Fewer
-Communication", ICASSP 2024, arXiv:2402.09941; reference/algorithms.md §1(a)) uploads
+Communication", ICASSP 2024, arXiv:2402.09941, Algorithm 1) uploads
 ``Δ_i = (x − y_i)/γ``, a sum of E Lion signs, so with weight decay 0 every coordinate is an
 integer in ``[-E, E]``. Because ``torch.sign(0) = 0``, all ``2E+1`` levels can occur, hence
 ``k = ceil(log2(2E+1))`` bits per coordinate (3 bits at E=2, 6 bits at E=20).

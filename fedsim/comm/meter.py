@@ -1,8 +1,8 @@
 """The byte meter: what actually crossed the Grid, per message, per client, per round.
 
-Sizes are measured from Flower's real serialized form (reference/flower-1.41.md §9,
-reference/grid-on-ray.md §7): a message travels as the set of its deflated inflatable objects
-(Message → RecordDict → records → Array → ArrayChunk ≤ 5 MiB), so
+Sizes are measured from Flower's real serialized form
+(docs/design-notes.md#message-size-on-the-wire): a message travels as the set of its deflated
+inflatable objects (Message → RecordDict → records → Array → ArrayChunk ≤ 5 MiB), so
 
     tree bytes = sum(len(o.deflate()) for o in get_all_nested_objects(msg).values())
 
@@ -23,7 +23,7 @@ Downlink is measured once per distinct content object (FedAvg puts one RecordDic
 instructions; cached by ``id(content)`` within one call) plus each message's own object. Where
 Flower's own count is used (unusual objects), the ``_chunks`` memoryviews it caches in every
 ``Array`` are removed, since they break ``pickle``/``deepcopy`` and double Ray payloads
-(grid-on-ray.md §7 pitfall).
+(docs/design-notes.md#cached-chunks-after-deflating).
 
 Round metric keys returned by :meth:`CommMeter.end_round` (bytes are integers):
 
@@ -78,7 +78,7 @@ from flwr.common.constant import ErrorCode
 from fedsim.comm.records import array_records
 from fedsim.comm.tree_size import content_tree_bytes, message_frame, tree_bytes
 
-#: bytes of the PushMessages proto per reply, beside the object tree (flower-1.41.md §9)
+#: PushMessages proto bytes per reply (docs/design-notes.md#superlink-traffic-counters)
 PUSH_OVERHEAD_BYTES = 645
 # Error replies that no client sent: the SuperLink makes them for a node that is unreachable
 # or whose reply never came (linkstate/utils.py), and fedsim's Ray engine for a device that was

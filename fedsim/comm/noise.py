@@ -1,6 +1,5 @@
 """The z-distribution noise of z-SignFedAvg (Tang et al., "z-SignFedAvg: A Unified Stochastic
-Sign-based Compression for Federated Learning", AAAI 2024, arXiv:2302.02589;
-reference/algorithms.md §2(a)).
+Sign-based Compression for Federated Learning", AAAI 2024, arXiv:2302.02589).
 
 Density ``p_z(x) ∝ exp(-|x|^z / z)`` for a shape ``z ∈ [1, ∞]``: z = 1 is Laplace(0, 1),
 z = 2 the standard Gaussian, z = ∞ Uniform[-1, 1]. Sampling uses ``ξ = s·(z·G)^{1/z}`` with
@@ -82,7 +81,7 @@ def expected_sign(v: np.ndarray | float, sigma: float, z: ZShape) -> np.ndarray:
 
 def server_step(sigma: float, z: ZShape, eta_eff: float = 1.0) -> float:
     """``η = σ·η_eff / (2·p_z(0))``: the server step that makes averaged noisy signs act like
-    FedAvg with server learning rate ``η_eff`` (reference/algorithms.md §2(a))."""
+    FedAvg with server learning rate ``η_eff`` (fedsim's parametrisation of z-SignFedAvg)."""
     return sigma * eta_eff / (2.0 * density_at_zero(z))
 
 

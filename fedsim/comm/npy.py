@@ -4,7 +4,7 @@ A Flower ``Array`` (stype ``numpy.ndarray``) stores the ``.npy`` file of its arr
 (magic, version, a Python-literal dict of dtype, order and shape) and the raw bytes. Flower
 writes it with ``np.save`` and reads it with ``np.load``, whose header parsing
 (``ast.literal_eval``) costs more than the copy for a small model: about 0.1 ms per array,
-three times per client per round (reference/grid-on-ray.md §9).
+three times per client per round (docs/design-notes.md#npy-headers-in-every-array).
 
 The header depends only on dtype, memory order and shape, so both directions here cache it per
 layout: encoding is ``cached header + array.tobytes()``, decoding is ``np.frombuffer`` at the

@@ -1,5 +1,5 @@
 """1-bit sign compression: SignSGD (Bernstein et al. 2018, arXiv:1802.04434), z-SignFedAvg's
-``sign(Δ + σξ)`` (Tang et al., AAAI 2024, arXiv:2302.02589; reference/algorithms.md §2(a)),
+``sign(Δ + σξ)`` (Tang et al., AAAI 2024, arXiv:2302.02589),
 stochastic sign (Jin et al. 2020) and, with a scale, EF-SignSGD (Karimireddy et al. 2019,
 arXiv:1901.09847: ``‖p‖₁/d · sign(p)``).
 
@@ -9,7 +9,7 @@ as 4 more bytes of the same array (one Array, not two: each Array costs ~280 B o
 
 **sign(0) convention:** ``sign(x) = +1 if x >= 0 else -1``, so 0 and -0.0 encode as +1 and the
 decoded vector is always exactly ±1 (no zeros). This is the convention of
-``np.packbits(grad >= 0)`` in reference/flower-1.41.md §2. It differs from ``torch.sign``/
+``np.packbits(grad >= 0)``. It differs from ``torch.sign``/
 ``np.sign``, which return 0 at 0: a caller that needs a three-valued sign must use
 :class:`fedsim.comm.int_codec.IntCodec` with bound 1 (2 bits). NaN encodes as -1 (``NaN >= 0``
 is false); clients should not send NaN updates.

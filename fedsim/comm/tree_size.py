@@ -1,7 +1,8 @@
 """Exact serialized size of a Flower message, without hashing or copying its arrays.
 
 Flower ships a message as the set of its deflated inflatable objects (Message, RecordDict,
-records, Arrays, ArrayChunks), each distinct object once (reference/flower-1.41.md §9). Its own
+records, Arrays, ArrayChunks), each distinct object once
+(docs/design-notes.md#message-size-on-the-wire). Its own
 way to count them, ``sum(len(o.deflate()) for o in get_all_nested_objects(msg).values())``,
 copies and SHA-256-hashes every chunk several times over and costs about 0.7 ms per 150 KB
 model reply, almost all of it Python overhead.
@@ -16,7 +17,7 @@ therefore gives Flower's count, to the byte (``tests/comm/test_tree_size.py`` ch
 Flower's own on many messages); objects of unknown types and arrays larger than one chunk are
 measured by Flower's own code. Either way the memoryview chunks that deflating caches in each
 ``Array`` (here or earlier) are dropped, so measured messages stay picklable and Ray does not
-ship their data twice (reference/grid-on-ray.md §7).
+ship their data twice (docs/design-notes.md#cached-chunks-after-deflating).
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class _Unsupported(Exception):
 
 def _flower_count(obj: Any) -> int:
     """Flower's own count; drops the chunk views it leaves in the Arrays (they break pickling
-    and would double Ray payloads; reference/grid-on-ray.md §7)."""
+    and would double Ray payloads; docs/design-notes.md#cached-chunks-after-deflating)."""
     objects = get_all_nested_objects(obj).values()
     total = sum(len(o.deflate()) for o in objects)
     for o in objects:

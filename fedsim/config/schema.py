@@ -139,9 +139,9 @@ class DiffusionConfig:
 
 @dataclass
 class DnoConfig:
-    """Federated DNO (algorithms.md §6.2 II, a platform extension): the noise z of a frozen
-    sampler is the shared parameter, each client scores M(z) with its private reward, and the
-    server holds the probability regulariser P(z) (DNO, Tang et al., arXiv 2405.18881)."""
+    """Federated DNO (a fedsim platform extension, described in docs/diffusion.md): the noise z
+    of a frozen sampler is the shared parameter, each client scores M(z) with its private reward,
+    and the server holds the probability regulariser P(z) (DNO, Tang et al., arXiv 2405.18881)."""
 
     generator: str = setting("", "the frozen DDPM: a results folder of a diffusion run (its "
                              "checkpoint), or empty to pre-train one centrally on the "

@@ -1,4 +1,5 @@
-"""TLS and SuperNode-authentication credentials for a deployment (reference §8.2).
+"""TLS and SuperNode-authentication credentials for a deployment
+(docs/design-notes.md#tls-and-supernode-authentication).
 
 - a self-signed certificate authority (``ca.crt``, ``ca.key``),
 - the SuperLink's server certificate (``server.pem``, ``server.key``) signed by it, whose

@@ -1,9 +1,9 @@
 """Wire accounting on the ServerApp side of a deployment, to cross-check the SuperLink.
 
 :class:`CountingGrid` wraps the Grid the ServerApp is given and adds up the serialized size
-(``tree_bytes``, reference §9) of every instruction it pushes and every reply it pulls, by
-message type. The SuperLink's own per-run counters (``flwr ls --format json``) count the same
-objects plus the protobuf envelopes of each push/pull, so
+(``tree_bytes``, docs/design-notes.md#message-size-on-the-wire) of every instruction it pushes
+and every reply it pulls, by message type. The SuperLink's own per-run counters
+(``flwr ls --format json``) count the same objects plus the protobuf envelopes of each push/pull, so
 
     inbound  ≈ Σ reply tree bytes  + Σ envelope           (PushMessages + PullMessages protos)
     outbound ≈ Σ instruction tree bytes + a per-message envelope (measured, see docs)
@@ -11,7 +11,7 @@ objects plus the protobuf envelopes of each push/pull, so
 The envelope of a reply is recomputed here exactly as the SuperNode builds it (the
 PushMessagesRequest with the content-free message and its object tree, plus the
 PullMessagesRequest that fetched the instruction): ~500–700 B, growing with the number of
-objects (arrays) in the reply; reference §9 documents ~645 B.
+objects (arrays) in the reply; docs/design-notes.md#superlink-traffic-counters gives ~645 B.
 
 Replies the SuperLink makes up itself (a node that stopped heartbeating) never crossed the
 network; they are counted as failures, not as bytes.
@@ -29,7 +29,7 @@ from flwr.app import Message
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
-INBOUND_OVERHEAD_PER_REPLY = 645  # reference/flower-1.41.md §9 (613 B measured in tests/deploy)
+INBOUND_OVERHEAD_PER_REPLY = 645  # docs/design-notes.md#superlink-traffic-counters
 RELATIVE_TOLERANCE = 0.01
 WIRE_FILE = "wire.json"
 

@@ -1,5 +1,5 @@
 """A small digit classifier on 8x8 digits in [-1, 1]: the reward model of DNO's classifier reward
-(a weight-free stand-in for the paper's learned rewards, algorithms.md §3(f)) and the sample-quality
+(a weight-free stand-in for the learned rewards of DNO, arXiv 2405.18881) and the sample-quality
 proxy (share of samples it labels with high confidence).
 """
 

@@ -1,4 +1,4 @@
-"""The ``diffusion`` task kind: a DDPM trained federatedly (algorithms.md §6.2 I).
+"""The ``diffusion`` task kind: a DDPM trained federatedly (described in docs/diffusion.md).
 
 Clients minimise the denoising loss of Ho et al. 2020 (Algorithm 1) on their private images with
 whatever strategy the config names (FedAvg, FedLion, z-SignFedAvg, ...): to the strategies it is

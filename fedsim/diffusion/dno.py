@@ -1,5 +1,6 @@
 """DNO: Direct Noise Optimization (Tang et al., "Inference-Time Alignment of Diffusion Models
-with Direct Noise Optimization", ICML 2025, arXiv 2405.18881; algorithms.md §3).
+with Direct Noise Optimization", ICML 2025, arXiv 2405.18881; official code:
+TZW1998/Direct-Noise-Optimization).
 
 Optimise the injected noise z = (x_T, xi_T, ..., xi_1) of a frozen sampler x_0 = M_theta(z):
 
@@ -34,7 +35,7 @@ LOG2 = math.log(2.0)
 
 def clip_norm(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
     """``grad`` scaled down to global L2 norm ``max_norm`` if longer (the official code clips
-    the whole noise gradient every step, §3(e) item 4)."""
+    the whole noise gradient every step)."""
     norm = grad.norm()
     return grad * (max_norm / (norm + 1e-12)) if norm > max_norm else grad
 
@@ -46,7 +47,7 @@ def make_sampler(eps_fn: EpsFn, coeffs: SamplerCoeffs) -> Sampler:
 
 def regularised_noise(z: torch.Tensor, coeffs: SamplerCoeffs) -> torch.Tensor:
     """The vectors P(z) covers, flattened per sample (B, D): all noise vectors (including the
-    unused xi_1) when eta > 0, only x_T when eta = 0 (official code, §3(e) item 1)."""
+    unused xi_1) when eta > 0, only x_T when eta = 0 (official code)."""
     v = z if coeffs.stochastic else z[:, :1]
     return v.reshape(z.shape[0], -1)
 

@@ -1,4 +1,4 @@
-"""The ``dno`` task kind: federated Direct Noise Optimization (algorithms.md §6.2 II).
+"""The ``dno`` task kind: federated Direct Noise Optimization (described in docs/diffusion.md).
 
 A PLATFORM EXTENSION, not a reproduction of any paper. The federated "model" is the noise
 z = (x_T, xi_T, ..., xi_1) of a frozen DDPM sampler x_0 = M_theta(z) (DNO, Tang et al.,

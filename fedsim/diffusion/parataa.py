@@ -1,6 +1,6 @@
 """ParaTAA: parallel sampling of diffusion models as a triangular nonlinear system, solved by
 fixed-point iteration with Triangular Anderson Acceleration (Tang et al., "Accelerating Parallel
-Sampling of Diffusion Models", ICML 2024, arXiv 2402.09970; algorithms.md §4).
+Sampling of Diffusion Models", ICML 2024, arXiv 2402.09970; code: TZW1998/ParaTAA-Diffusion).
 
 Unknowns x_{N-1}, ..., x_0 (x_N = x_T and every xi_t given); equations (Sec. 3, Eq. 2)
 
@@ -28,7 +28,7 @@ iteration freezes at least one more state and the solver never needs more than N
 
 Early stopping (official code): equation t is converged when the RMS of its FIRST-order residual is
 <= max(tol1, tol2 * sigma_t^DDPM). States above the noisiest unconverged equation are frozen and
-the window slides towards x_0. algorithms.md §4(e) warns that on small x-space models an error in
+the window slides towards x_0. On small x-space models (a fedsim finding) an error in
 x_{t-1} reaches x_0 amplified by prod a = 1 / sqrt(abar_{t-1}) (158x at the top for the linear
 schedule), so by default (``tol_scale="alpha_bar"``) the residual is measured in x_0 scale,
 i.e. multiplied by 1 / sqrt(abar_{t-1}). Use ``tol_scale="none"`` for the paper's raw rule.
@@ -53,7 +53,7 @@ from fedsim.diffusion.schedule import SamplerCoeffs
 
 @dataclass(frozen=True)
 class ParaTAAConfig:
-    """Solver settings; defaults are the official code's (SD v1.5 column of algorithms.md §4(a))."""
+    """Solver settings; defaults are the official code's for SD v1.5 (``parallel_sd.py``)."""
 
     order: int = 20
     """k of the order-k equations (1 = plain FP; >= N = full Picard / FP+)."""

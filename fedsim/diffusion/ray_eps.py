@@ -1,4 +1,4 @@
-"""Distributed eps evaluation for ParaTAA over a pool of Ray actors (algorithms.md §6.2 III).
+"""Distributed eps evaluation for ParaTAA (arXiv 2402.09970) over a pool of Ray actors.
 
 Each ParaTAA iteration needs eps_theta at every state of its window, which is embarrassingly
 parallel. :class:`RayEpsPool` is an ``eps_fn`` that splits the window's batch into contiguous

@@ -1,4 +1,4 @@
-"""Weight-free rewards for DNO on small images (algorithms.md §3(f); DNO arXiv 2405.18881,
+"""Weight-free rewards for DNO on small images (DNO: Tang et al., arXiv 2405.18881,
 Sec. 5). A reward maps images (B, C, H, W) in [-1, 1] to one score per sample (B,);
 DNO maximises it.
 """
@@ -28,7 +28,7 @@ class ClassifierLogProb:
 
 def brightness(x: torch.Tensor) -> torch.Tensor:
     """Mean pixel value, deliberately NOT clamped to [-1, 1]: the out-of-distribution reward
-    hacking demo (the paper's brightness/darkness rewards, §3(c))."""
+    hacking demo (the DNO paper's brightness/darkness rewards)."""
     return x.flatten(1).mean(1)
 
 

@@ -1,7 +1,7 @@
 """Noise schedule and DDIM sub-grid coefficients, precomputed once (diffusers style).
 
-The sampler recursion of DNO (arXiv 2405.18881, Sec. 3 / algorithms.md §3(a)) and the equations
-of ParaTAA (arXiv 2402.09970, Eq. 2 / algorithms.md §4(a)) share the coefficients
+The sampler recursion of DNO (arXiv 2405.18881, Sec. 3) and the equations of ParaTAA
+(arXiv 2402.09970, Eq. 2) share the coefficients
 
     x_{t-1} = a_t x_t + b_t eps(x_t, tau_t) + c_t xi_t,          t = N, ..., 1
     a_t = sqrt(abar_{t-1} / abar_t)

@@ -13,7 +13,8 @@ With a :class:`~fedsim.engine.fold.ReplyFold` the batch's clean train replies ar
 one reply per fold block before they leave the actor (``engine.fold_replies``).
 
 This module is imported inside Ray workers; it keeps no module-level mutable state (Ray pickles
-actor classes by value, so such state would be a copy; reference/grid-on-ray.md §5).
+actor classes by value, so such state would be a copy;
+docs/design-notes.md#ray-pickles-actor-classes-by-value).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ its messages. Both fedsim grids (in-process and Ray) are :class:`VirtualGrid` su
 virtual nodes with reproducible ids, one ``Context`` per node with Flower's simulation
 ``node_config`` (``partition-id``, ``num-partitions``), the ServerApp's ``TaskIdentity``, the
 message ids a SuperLink would assign, and the checks a SuperLink makes on instructions and
-replies (reference/grid-on-ray.md §3-4). Subclasses implement only delivery.
+replies (docs/design-notes.md#what-a-grid-must-do-for-a-serverapp). Subclasses implement only
+delivery.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Engine ``flower``: Flower's own simulation engine through ``flwr run`` (reference §6.2).
+"""Engine ``flower``: Flower's own simulation engine through ``flwr run``.
 
 The run gets a private FLWR_HOME and private ports, a generated Flower app folder that names
 fedsim's ServerApp and ClientApp, and runtime dependency installation off. Afterwards every
@@ -81,7 +81,8 @@ def federation_config(cfg: ExperimentConfig) -> str:
     all clients, so with several profiles the first one's is used, with a warning. ``flwr
     run`` takes whole CPUs per client only, so a profile's ``num_cpus`` is met by giving the
     local Ray ``cores / num_cpus`` logical CPUs at 1 a client: the same number of actors
-    (reference/flower-1.41.md §6.3). ``engine.num_gpus`` sets Ray's logical GPUs (0: detected)."""
+    (docs/design-notes.md#client-resources-in-the-simulation). ``engine.num_gpus`` sets Ray's
+    logical GPUs (0: detected)."""
     profiles = build_profiles(cfg.engine.profiles)
     if len(profiles) > 1:
         logging.getLogger(__name__).warning(

@@ -4,7 +4,8 @@ FedAvg's server step is a weighted average, ``x = sum_i n_i x_i / sum_i n_i`` (M
 al. 2017, Algorithm 1), and so are its metrics. A weighted average of partial weighted averages,
 each weighted by its partial ``sum n_i``, is the same average, so an actor may reduce the
 replies of the clients it ran to one reply before anything crosses to the driver, as
-pfl-research's workers do (Granlund et al. 2024, arXiv 2404.06430, §3). The driver then moves
+pfl-research's workers do (Granlund et al. 2024, arXiv 2404.06430; see
+docs/design-notes.md#pfl-research-sums-on-each-worker). The driver then moves
 and averages one reply per fold block instead of one per client. A fold block is
 ``engine.fold_block`` consecutive clients of a device profile, always placed on one actor
 (``fedsim.engine.pool.place_nodes``), so which replies are summed together, and in what

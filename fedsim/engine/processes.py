@@ -1,6 +1,7 @@
 """Find and stop every process a run started, by the FLWR_HOME it was given.
 
-Flower's ``flwr run`` leaves a detached local SuperLink behind (reference/flower-1.41.md §11),
+Flower's ``flwr run`` leaves a detached local SuperLink behind
+(docs/design-notes.md#the-flwr-run-command-and-its-local-superlink),
 and that SuperLink's SuperExec, simulation and Ray processes inherit its environment, so the
 run's private FLWR_HOME identifies all of them.
 """

@@ -1,7 +1,8 @@
 """Serialized size of a message as Flower ships it, for the virtual clock.
 
 Flower's wire unit is the set of deflated inflatable objects of a message (Message, RecordDict,
-records, Arrays, ArrayChunks), each stored once per message (reference/flower-1.41.md §9). This
+records, Arrays, ArrayChunks), each stored once per message
+(docs/design-notes.md#message-size-on-the-wire). This
 counts exactly what ``fedsim.comm``'s meter counts, with the same exact and cheap arithmetic
 (``fedsim.comm.tree_size``: no hashing, no copies). Code that did make Flower deflate a record
 (``object_id``, ``deflate()``) leaves memoryview chunks cached in its Arrays, which Ray would

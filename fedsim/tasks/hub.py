@@ -33,7 +33,7 @@ HUB_DATASETS: dict[str, DatasetInfo] = {
                          (0.3081,)),
     "fashion-mnist": DatasetInfo("zalando-datasets/fashion_mnist", "image", "label",
                                  (1, 28, 28), 10, (0.2860,), (0.3530,)),
-    # ImageNet statistics, as in the FedLion paper's CIFAR-10 pipeline (algorithms.md §1c).
+    # ImageNet statistics, as in FedLion's CIFAR-10 pipeline (arXiv 2402.09941, official code).
     "cifar10": DatasetInfo("uoft-cs/cifar10", "img", "label", (3, 32, 32), 10,
                            (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "femnist": DatasetInfo("flwrlabs/femnist", "image", "character", (1, 28, 28), 62,

@@ -52,7 +52,7 @@ def _size(input_shape: tuple[int, ...]) -> int:
 
 
 def digits_cnn(num_classes: int = 10) -> nn.Module:
-    """Small CNN for 8x8 digits (38,282 parameters; reference/grid-on-ray.md §1)."""
+    """Small CNN for 8x8 digits (38,282 parameters)."""
     return nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
@@ -63,7 +63,7 @@ def digits_cnn(num_classes: int = 10) -> nn.Module:
 
 
 def fedlion_cnn(num_classes: int = 10) -> nn.Module:
-    """The FedLion paper's EMNIST CNN for 28x28 inputs (algorithms.md §1c).
+    """FedLion's EMNIST CNN for 28x28 inputs (arXiv 2402.09941; script ``avg_lion_emnist.py``).
 
     conv(1->16, k8, s2, p3) -> maxpool(2, s1) -> conv(16->32, k4, s2) -> maxpool(2, s1)
     -> fc(512->32) -> fc(32->classes), ReLU activations.
@@ -96,7 +96,7 @@ class _BasicBlock(nn.Module):
 
 
 class ResNet20GN(nn.Module):
-    """ResNet-20 for 32x32 CIFAR-10 with every BatchNorm replaced by GroupNorm (§1c)."""
+    """ResNet-20 for CIFAR-10, every BatchNorm replaced by GroupNorm (FedLion, arXiv 2402.09941)."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()

@@ -65,7 +65,7 @@ def pathological(task: TaskConfig, seed: int, label_column: str = "label"):
 
     Uses ``class_assignment_mode="deterministic"``: client i holds classes (i + j) mod C, so
     every class is used; the library's random mode silently drops classes (see
-    reference/flower-1.41.md §10)."""
+    docs/design-notes.md#pathologicalpartitioner-drops-classes)."""
     from flwr_datasets.partitioner import PathologicalPartitioner
 
     return PathologicalPartitioner(num_partitions=task.num_clients, partition_by=label_column,

@@ -31,7 +31,7 @@ def task_identity() -> Iterator[None]:
 
 
 def _tree_bytes_formula(msg: Message) -> int:
-    """reference/flower-1.41.md §9, verbatim."""
+    """Flower's own count (docs/design-notes.md#message-size-on-the-wire), verbatim."""
     return sum(len(o.deflate()) for o in get_all_nested_objects(msg).values())
 
 

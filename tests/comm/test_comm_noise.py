@@ -95,7 +95,7 @@ def test_gaussian_small_signal_gain_is_sqrt_2_over_pi() -> None:
     assert expected_sign(h, 1.0, 1) / h == pytest.approx(1.0, rel=1e-5)
 
 
-def test_reference_values_at_v_point_one() -> None:  # algorithms.md §2(a)
+def test_reference_values_at_v_point_one() -> None:
     assert float(expected_sign(0.1, 1.0, "inf")) == pytest.approx(0.1)
     assert float(expected_sign(0.1, 1.0, 2)) == pytest.approx(0.0797, abs=5e-4)
     assert float(expected_sign(0.1, 1.0, 1)) == pytest.approx(0.0952, abs=5e-4)

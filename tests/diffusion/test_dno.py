@@ -1,5 +1,5 @@
 """DNO (arXiv 2405.18881) on the tiny digits DDPM: P(z), rewards rising, OOD reward hacking and
-its regularisation, Hybrid-2 on a non-differentiable reward (algorithms.md §3(f), §7 item 5)."""
+its regularisation, Hybrid-2 on a non-differentiable reward."""
 
 from __future__ import annotations
 

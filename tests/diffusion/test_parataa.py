@@ -1,5 +1,4 @@
-"""ParaTAA (arXiv 2402.09970) against its oracle, sequential DDIM/DDPM sampling (algorithms.md
-§4(f), §7 item 4)."""
+"""ParaTAA (arXiv 2402.09970) against its oracle, sequential DDIM/DDPM sampling."""
 
 from __future__ import annotations
 
@@ -97,7 +96,7 @@ def test_never_more_than_n_and_window_respected(eps_fn, cfg):
 
 
 def test_unscaled_tolerance_is_looser(eps_fn):
-    """§4(e): the paper's raw rule stops no later; the x_0-scaled rule is stricter."""
+    """The paper's raw stopping rule stops no later; the x_0-scaled rule is stricter."""
     coeffs, z = _problem(0.0)
     scaled = equation_tolerance(coeffs, ParaTAAConfig())
     raw = equation_tolerance(coeffs, ParaTAAConfig(tol_scale="none"))

@@ -1,4 +1,4 @@
-"""ParaTAA with the window's eps evaluation split across Ray actors (algorithms.md §6.2 III)."""
+"""ParaTAA (arXiv 2402.09970) with the window's eps evaluation split across Ray actors."""
 
 from __future__ import annotations
 

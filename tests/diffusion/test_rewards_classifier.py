@@ -1,4 +1,4 @@
-"""Weight-free rewards and the digit classifier (algorithms.md §3(f))."""
+"""Weight-free rewards for DNO (arXiv 2405.18881) and the digit classifier."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Schedule coefficients and pure sampler steps (DNO arXiv 2405.18881 §3(a) recursion)."""
+"""Schedule coefficients and pure sampler steps (the recursion of DNO, arXiv 2405.18881, Sec. 3)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_coefficients_match_the_formulas(eta):
         assert float(c.b[t]) == pytest.approx(float(b), rel=1e-12, abs=1e-15)
         assert float(c.c[t]) == pytest.approx(float(cc), rel=1e-12, abs=1e-15)
     assert c.c[1] == 0.0  # no noise at the last step
-    # prod a_t = 1 / sqrt(abar_N): the amplification of §4(e), ~158 for this schedule
+    # prod a_t = 1 / sqrt(abar_N): an error's amplification to x_0 (parataa.py), ~158 here
     assert float(torch.prod(c.a[1:])) == pytest.approx(float(1 / c.abar[n].sqrt()), rel=1e-9)
     assert 150 < float(torch.prod(c.a[1:])) < 165
     assert c.stochastic == (eta > 0)

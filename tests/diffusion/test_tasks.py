@@ -62,7 +62,7 @@ def test_diffusion_run_learns_and_writes_sample_grids(tmp_path: Path) -> None:
     final = summary(run_dir)["final_task_metrics"]
     assert 0.0 <= final["sample_quality"] <= 1.0 and 0.0 <= final["sample_class_coverage"] <= 1
 
-    # the federated DDPM's results folder is a generator for federated DNO (§6.2 I then II)
+    # the federated DDPM's results folder is a generator for federated DNO (docs/diffusion.md)
     code, dno_dir = run_cli(tmp_path / "dno", f"dno.generator={run_dir}", "diffusion.hidden=32",
                             "diffusion.depth=1", "dno.num_samples=2", "dno.sample_steps=5",
                             "task.num_clients=3", "train.clients_per_round=3", "train.rounds=2",

@@ -39,7 +39,7 @@ share = 0.5
 
 
 def flower_bytes(msg) -> int:
-    """Flower's own count of a message's serialized size (reference/flower-1.41.md §9)."""
+    """Flower's own count of a message's size (docs/design-notes.md#message-size-on-the-wire)."""
     return sum(len(o.deflate()) for o in get_all_nested_objects(msg).values())
 
 

@@ -1,4 +1,4 @@
-"""Baselines (algorithms.md §1(e).6-7, §2(e), §5): EF-SignSGD keeps its residual in the client's
+"""Baselines (each module cites its paper): EF-SignSGD keeps its residual in the client's
 state and loses nothing but delay; FedDA and FAFED move the state the FedLion code moves; every
 registered strategy has a config and runs a round end to end with metered bytes."""
 

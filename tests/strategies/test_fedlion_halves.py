@@ -1,4 +1,4 @@
-"""FedLion (algorithms.md §1, §7.1): the client's Delta is an integer in [-E, E] and the
+"""FedLion (arXiv 2402.09941, Algorithm 1): the client's Delta is an integer in [-E, E] and the
 server step equals averaging the client models; the momentum may travel in bf16/fp16."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""algorithms.md §7.3 / §2(d): on one-class-per-client digits, SignSGD with sigma = 0 (majority
-vote) stalls while z-SignFedAvg with sigma > 0 learns."""
+"""As in the z-SignFedAvg paper (arXiv 2302.02589): on one-class-per-client digits, SignSGD
+with sigma = 0 (majority vote) stalls while z-SignFedAvg with sigma > 0 learns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""z-SignFedAvg's compressor (algorithms.md §2(a), §7.2): unbiased for z = inf when |v| <= sigma,
+"""z-SignFedAvg's compressor (arXiv 2302.02589): unbiased for z = inf when |v| <= sigma,
 small-signal gain sqrt(2/pi) for z = 2, ceil(d/8)-byte payloads, client-local noise, and the
 server's aggregation modes."""
 
