@@ -12,7 +12,7 @@ export FLWR_HOME ?= $(CURDIR)/.flwr_home
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install -q -e ".[dev,docs]"
+	$(BIN)/python -m pip install -q -e ".[dev,docs,tracking]"
 	touch $(STAMP)
 
 run: $(STAMP)
