@@ -10,40 +10,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from fedsim import DISTRIBUTION, __version__
-from fedsim.config import ConfigError, load_config
-from fedsim.config.load import environment_overrides
-from fedsim.config.shipped import configs_dir, find_config
+from fedsim.config import ConfigError
+from fedsim.config.shipped import configs_dir
 from fedsim.engine.errors import EngineError
-from fedsim.run_dirs import RUN_FILE
 
 CONFIGS_DIR = configs_dir()
 EXIT_USAGE = 2
-
-
-def resume_target(args: argparse.Namespace) -> tuple[Path, object, str]:
-    """The results folder, resolved config and engine of the run to continue."""
-    from fedsim.checkpoint import load_checkpoint
-    from fedsim.results.writer import CONFIG_FILE
-
-    run_dir = Path(args.resume)
-    if not (run_dir / CONFIG_FILE).exists():
-        raise ConfigError("--resume", str(run_dir), "a fedsim results folder (with config.toml)")
-    if load_checkpoint(run_dir) is None:  # ConfigError for an old or foreign file
-        raise ConfigError("--resume", str(run_dir), "a run with a checkpoint (it stopped before "
-                          "its first checkpoint, or output.checkpoint_every = 0): start it again")
-    if args.set or args.config:
-        raise ConfigError("--resume", str(run_dir), "given alone: a resumed run keeps its "
-                          "config (no CONFIG or --set)")
-    cfg = load_config(run_dir / CONFIG_FILE)
-    run_file = run_dir / RUN_FILE
-    engine = json.loads(run_file.read_text())["engine"] if run_file.exists() else args.engine
-    return run_dir, cfg, engine
 
 
 def version_line() -> str:
@@ -77,33 +54,9 @@ class VersionAction(argparse.Action):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.launch import carry_out, prepare_run
+    from fedsim.launch import run_command
 
-    if args.resume:
-        run_dir, cfg, engine = resume_target(args)
-    else:
-        if not args.config:
-            raise ConfigError("CONFIG", None, "an experiment file (or --resume RUN_DIR)")
-        cfg = load_config(find_config(args.config), [*environment_overrides(), *args.set])
-        engine = args.engine
-        run_dir = prepare_run(cfg, engine, args.out)
-    args.engine = engine
-    try:
-        carry_out(cfg, engine, run_dir, new_run=not args.resume)
-    except KeyboardInterrupt:
-        return 130
-    print(run_dir)
-    return _contribution_exit(run_dir)
-
-
-def _contribution_exit(run_dir: Path) -> int:
-    """0, or ``EXIT_NO_CONTRIBUTION`` with its message when no client ever contributed."""
-    from fedsim.results.contributions import EXIT_NO_CONTRIBUTION, no_contribution_message
-
-    if (message := no_contribution_message(run_dir)) is None:
-        return 0
-    print(f"fedsim: error: {message}", file=sys.stderr)
-    return EXIT_NO_CONTRIBUTION
+    return run_command(args.config, args.set, args.engine, args.out, args.resume)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -131,3 +131,59 @@ def _report(run_dir: Path, seconds: float, say: Callable[[str], None]) -> None:
     if s.get("final_task_metrics"):
         shown = ", ".join(f"{k} {v:.4g}" for k, v in s["final_task_metrics"].items())
         say(f"fedsim: final {shown}")
+
+
+def resume_target(resume: str | Path, config: str | None, overrides: list[str],
+                  engine: str) -> tuple[Path, ExperimentConfig, str]:
+    """The results folder, resolved config and engine of the run ``--resume`` names."""
+    from fedsim.checkpoint import load_checkpoint
+    from fedsim.config import load_config
+
+    run_dir = Path(resume)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise ConfigError("--resume", str(run_dir), "a fedsim results folder (with config.toml)")
+    if load_checkpoint(run_dir) is None:  # ConfigError for an old or foreign file
+        raise ConfigError("--resume", str(run_dir), "a run with a checkpoint (it stopped before "
+                          "its first checkpoint, or output.checkpoint_every = 0): start it again")
+    if overrides or config:
+        raise ConfigError("--resume", str(run_dir), "given alone: a resumed run keeps its "
+                          "config (no CONFIG or --set)")
+    cfg = load_config(run_dir / CONFIG_FILE)
+    run_file = run_dir / RUN_FILE
+    engine = json.loads(run_file.read_text())["engine"] if run_file.exists() else engine
+    return run_dir, cfg, engine
+
+
+def run_command(config: str | None, overrides: list[str], engine: str, out: str | None,
+                resume: str | Path | None) -> int:
+    """``fedsim run``: a new run of ``config`` with ``--set`` ``overrides`` (after the
+    ``FEDSIM_SET`` ones), or the continuation of the run folder ``resume``; prints the results
+    folder and returns the exit code (130 on Ctrl-C, ``EXIT_NO_CONTRIBUTION`` when no client
+    ever contributed). Sweeps start their trials through it too."""
+    from fedsim.config import load_config
+    from fedsim.config.load import environment_overrides
+    from fedsim.config.shipped import find_config
+
+    if resume:
+        run_dir, cfg, engine = resume_target(resume, config, overrides, engine)
+    else:
+        if not config:
+            raise ConfigError("CONFIG", None, "an experiment file (or --resume RUN_DIR)")
+        cfg = load_config(find_config(config), [*environment_overrides(), *overrides])
+        run_dir = prepare_run(cfg, engine, out)
+    try:
+        carry_out(cfg, engine, run_dir, new_run=not resume)
+    except KeyboardInterrupt:
+        return 130
+    print(run_dir)
+    return contribution_exit(run_dir)
+
+
+def contribution_exit(run_dir: Path) -> int:
+    """0, or ``EXIT_NO_CONTRIBUTION`` with its message when no client ever contributed."""
+    from fedsim.results.contributions import EXIT_NO_CONTRIBUTION, no_contribution_message
+
+    if (message := no_contribution_message(run_dir)) is None:
+        return 0
+    print(f"fedsim: error: {message}", file=sys.stderr)
+    return EXIT_NO_CONTRIBUTION

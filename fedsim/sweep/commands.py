@@ -154,7 +154,7 @@ def resume_sweep(args: argparse.Namespace) -> tuple[Path, SweepManifest, str]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsim.cli import _quiet_logs
+    from fedsim.launch import quiet_logs
     from fedsim.sweep.table import write_tables
     from fedsim.sweep.tune_runner import dump_errors, run_trials, sweep_ray
 
@@ -164,7 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     pending = [t.index for t in manifest.trials if trial_status(sweep_dir, t) not in done]
     print(f"fedsim sweep: {manifest.name}: {len(manifest.trials)} trials, {len(pending)} to "
           f"run, {manifest.concurrent} at once\nsweep: {sweep_dir}", file=sys.stderr)
-    _quiet_logs()
+    quiet_logs()
     errors: list[str] = []
     if pending:
         with sweep_ray(address, manifest.concurrent):

@@ -8,13 +8,12 @@ oversubscribe the machine. On ``inprocess`` a trial's clients run one after anot
 trial's own process, so one CPU per trial is exactly what it uses. (The engines give the same
 results for the same seed: see docs/engines.md.)
 
-This module is the only place that knows how a run is started: it goes through ``cmd_run``,
-the code path of ``fedsim run``, so a shared ``fedsim.api.run`` replaces one call here.
+This module is the only place that knows how a run is started: it goes through
+``fedsim.launch.run_command``, the code path of ``fedsim run``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,12 +30,10 @@ ATTEMPTS_FILE = "attempts.jsonl"  # in the sweep folder: one line per trial star
 
 def _fedsim_run(config: str | None, overrides: list[str], out: Path | None,
                 resume: Path | None) -> int:
-    """``fedsim run`` with these arguments (the adapter to the shared run function)."""
-    from fedsim.cli import cmd_run
+    """``fedsim run`` with these arguments (its shared code path, ``run_command``)."""
+    from fedsim.launch import run_command
 
-    args = argparse.Namespace(config=config, set=overrides, engine=TRIAL_ENGINE,
-                              out=str(out) if out else None, resume=str(resume) if resume else None)
-    return cmd_run(args)
+    return run_command(config, overrides, TRIAL_ENGINE, str(out) if out else None, resume)
 
 
 def checkpoint_round(folder: Path) -> int | None:
