@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config import ConfigError, load_config, save_config
+from fedsim.config.shipped import find_config
 from fedsim.run_dirs import new_run_dir
 from fedsim.sweep.manifest import SweepManifest, trial_status
 from fedsim.sweep.search import sample_settings
@@ -105,7 +106,7 @@ def prepare_sweep(args: argparse.Namespace) -> tuple[Path, SweepManifest, str]:
     resolved = []
     for text in args.configs:
         path, *variant = text.split("@")
-        cfg = load_config(path, [*args.set, *variant])
+        cfg = load_config(find_config(path), [*args.set, *variant])
         resolved.append(cfg)
     names = [cfg.name for cfg in resolved]
     for name in names:
@@ -124,7 +125,7 @@ def prepare_sweep(args: argparse.Namespace) -> tuple[Path, SweepManifest, str]:
     for trial in trials:
         if trial.seed == 0:  # every setting's keys and values checked before anything starts
             path, *variant = sources[trial.config]
-            load_config(path, [*args.set, *variant, *trial.overrides()])
+            load_config(find_config(path), [*args.set, *variant, *trial.overrides()])
     keys = list(grid) + [text.split("=", 1)[0].strip() for text in args.search]
     manifest = SweepManifest(
         name=name, trials=trials, grid_keys=keys,
