@@ -189,6 +189,14 @@ class DeviceProfile:
     availability: float = setting(1.0, "probability of being available in a round", low=0.0,
                                   low_open=True, high=1.0)
     dropout: float = setting(0.0, "probability of dropping out mid-round", low=0.0, high=0.999)
+    resources: dict[str, float] = setting(
+        {}, "Ray custom resources per actor, e.g. { siteB = 1 }: its actors run only on nodes "
+        "started with them (ray start --resources)")
+    labels: dict[str, str] = setting(
+        {}, "Ray node labels the actors' node must have, e.g. { zone = 'eu' } or { zone = "
+        "'in(eu,us)' } (Ray's label selector; nodes started with ray start --labels)")
+    accelerator_type: str = setting("", "Ray accelerator type the actors' node must have, e.g. "
+                                    "'H100' or 'A10G' (ray.util.accelerators; empty: any)")
 
 
 @dataclass
