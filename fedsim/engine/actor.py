@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import socket
 import sys
 import time
 import traceback
@@ -127,6 +128,7 @@ class ClientActor:
         cuda = torch.cuda.is_available()
         return {"profile": self.profile, "pid": os.getpid(), "actor_id": rc.get_actor_id(),
                 "node_ip": ray.util.get_node_ip_address(),
+                "ray_node_id": rc.get_node_id(), "hostname": socket.gethostname(),
                 "resources": rc.get_assigned_resources(), "nodes": sorted(self.contexts),
                 "partitions": sorted(int(c.node_config["partition-id"])
                                      for c in self.contexts.values()),
