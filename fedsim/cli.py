@@ -19,6 +19,7 @@ from fedsim import __version__
 from fedsim.config import ConfigError, load_config
 from fedsim.config.load import environment_overrides
 from fedsim.config.shipped import configs_dir, find_config
+from fedsim.engine.profiles import EXIT_NO_NODE, ProfileUnhostable
 from fedsim.run_dirs import RUN_FILE
 
 CONFIGS_DIR = configs_dir()
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"fedsim: config error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except ProfileUnhostable as err:  # a cluster node lost mid-run, nowhere to go
+        print(f"fedsim: stopped: {err}", file=sys.stderr)
+        return EXIT_NO_NODE
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ created when a live node can host it, and waits for its node at most ``ready_tim
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,16 +28,13 @@ from flwr.app import Context
 from fedsim.config.errors import ConfigError
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.actor import ClientActor, VectorizeOptions
+from fedsim.engine.profiles import ProfileUnhostable
 
 ActorKey = tuple[int, int]  # (profile index, slot in its pool)
 READY_TIMEOUT_S = 600.0
 
 _RemoteActor = ray.remote(ClientActor)
 ACCELERATOR_RESOURCE = "accelerator_type:"  # Ray's node resource for its accelerator type
-
-
-class ProfileUnhostable(RuntimeError):
-    """No live node of the cluster can host (or, in time, start) a profile's actor."""
 
 
 def actor_options(profile: DeviceProfile) -> dict[str, Any]:
@@ -266,9 +264,18 @@ class ActorPools:
                 "stops here: resume it from its last checkpoint (fedsim run --resume)") from None
 
     def export_states(self) -> dict[int, Any]:
+        """Every live actor's nodes' states, by partition id. An actor that died since its
+        last call (its node lost) is left out with a note: the next phase finds it dead,
+        counts its clients as crashed and replaces it."""
         states: dict[int, Any] = {}
-        for part in ray.get([a.export_states.remote() for a in self.actors.values()]):
-            states.update(part)
+        refs = {key: actor.export_states.remote() for key, actor in self.actors.items()}
+        for key, ref in refs.items():
+            try:
+                states.update(ray.get(ref, timeout=self.ready_timeout_s))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as err:
+                print(f"fedsim: the client states of actor {key} of profile "
+                      f"{self.profiles[key[0]].name!r} are not in this checkpoint: "
+                      f"{type(err).__name__}", file=sys.stderr, flush=True)
         return states
 
     def import_states(self, states: dict[int, Any]) -> None:

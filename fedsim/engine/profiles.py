@@ -28,6 +28,15 @@ LABEL_SELECTOR = re.compile(rf"!?(in\({_LABEL}(, ?{_LABEL})*\)|{_LABEL})")
 """A Ray label selector value: ``v``, ``!v``, ``in(a,b)`` or ``!in(a,b)``."""
 
 
+EXIT_NO_NODE = 5
+"""``fedsim run``'s exit code when the run stopped because no node can host a profile."""
+
+
+class ProfileUnhostable(RuntimeError):
+    """No live node of the cluster can host (or, in time, start) a profile's actor: the run
+    stops, resumable from its last checkpoint (``fedsim.engine.pool``)."""
+
+
 def build_profiles(raw: list[Any]) -> list[DeviceProfile]:
     """Typed profiles from ``[[engine.profiles]]`` tables (one default profile if none)."""
     if not raw:
