@@ -109,3 +109,48 @@ def test_a_lost_node_stops_the_run_resumably_and_resume_finishes_it(tmp_path,
     resumed = [{k: v for k, v in r.items() if k not in CLOCK_KEYS}
                for r in metrics_without_times(run_dir)]
     assert resumed == metrics_without_times(reference)
+
+
+def test_a_lost_node_whose_profile_fits_elsewhere_counts_its_clients_and_goes_on(
+        tmp_path, two_node_cluster) -> None:
+    """Two nodes offer siteB: the one running profile at-b's actor dies after round 1; that
+    round's at-b clients count as crashed, a replacement starts on the other siteB node (as
+    Ray's actor table says) and the run finishes."""
+    cluster, _ = two_node_cluster
+    temp_dir = os.path.join(os.environ["RAY_TMPDIR"], "ray")
+    while len(cluster.worker_nodes) < 2:  # every worker node of this module offers siteB
+        cluster.add_node(num_cpus=1, resources={"siteB": 1}, temp_dir=temp_dir)
+    cluster.wait_for_nodes()
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "fedsim", "run", str(_config(tmp_path)), "--out",
+            str(run_dir), "--engine", "ray", "--set", f'engine.ray_address="{cluster.address}"']
+    for item in SETTINGS:
+        args += ["--set", item]
+    # every client waits 0.3 s first (wall time only): the node goes while rounds remain
+    args += ["--set", "faults.straggler_rate=1.0", "--set", "faults.straggler_delay=0.3"]
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+    try:
+        _wait_for(lambda: len(_rows(run_dir)) >= 2, 300, proc)
+        head = cluster.head_node.node_id
+        live = {info["Address"]["NodeID"] for info in cluster.global_state.actor_table(
+            None).values() if info["ActorClassName"].endswith("ClientActor")
+            and info["State"] == "ALIVE"}
+        [lost] = [n for n in cluster.worker_nodes if n.node_id in live - {head}]
+        cluster.remove_node(lost)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, err_file.read_text()[-3000:]
+    rows = _rows(run_dir)[1:]
+    assert len(rows) == ROUNDS
+    assert sorted(r["crashed_clients"] for r in rows) == [0] * (ROUNDS - 1) + [5]
+    [survivor] = [n.node_id for n in cluster.worker_nodes]
+    table = cluster.global_state.actor_table(None)
+    actors = json.loads((run_dir / "actors.json").read_text())
+    [at_b] = [a for a in actors if a["profile"] == "at-b"]
+    assert table[at_b["actor_id"]]["Address"]["NodeID"] == survivor != lost.node_id
+    assert json.loads((run_dir / "nodes.json").read_text())[survivor]["profiles"] == {"at-b": 1}
