@@ -103,8 +103,14 @@ def cluster_runtime_env(plugins: Iterable[str] = ()) -> dict[str, Any]:
         if source is not None and source not in modules:
             modules.append(source)
     env = worker_env()
-    # the driver's own path means nothing on another machine: the shipped modules replace it
+    # the shipped packages come first on the actors' path (Ray puts py_modules before
+    # PYTHONPATH); of the driver's own path only the user's entries stay, harmless where a
+    # node lacks them
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            if p and Path(p).resolve() != Path(REPO_ROOT)]
     env.pop("PYTHONPATH", None)
+    if kept:
+        env["PYTHONPATH"] = os.pathsep.join(kept)
     return {"env_vars": env, "py_modules": [str(m) for m in modules if m.exists()],
             "excludes": SHIPPED_EXCLUDES}
 

@@ -3,6 +3,9 @@ against the nodes Ray reports (no Ray started here: nodes as ``ray.nodes()`` lis
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from fedsim.config.errors import ConfigError
@@ -15,7 +18,7 @@ from fedsim.engine.pool import (
     pool_sizes,
 )
 from fedsim.engine.profiles import build_profiles
-from fedsim.engine.ray_engine import node_summary
+from fedsim.engine.ray_engine import cluster_runtime_env, node_summary, plugin_refs
 
 
 def _node(node_id: str, alive: bool = True, labels: dict | None = None, **resources) -> dict:
@@ -106,3 +109,21 @@ def test_node_summary_counts_actors_clients_and_calls() -> None:
                "clients": 3, "calls": 8},
         "n2": {"hostname": "g", "node_ip": "2", "actors": 1, "profiles": {"b": 1},
                "clients": 1, "calls": 0}}
+
+
+def test_a_joined_cluster_gets_the_project_and_local_plugins(tmp_path, monkeypatch) -> None:
+    plugin = tmp_path / "my_plugins"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text("")
+    (plugin / "models.py").write_text("NAME = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    refs = plugin_refs({"task": {"model": "my_plugins.models:Net", "dataset": "digits"},
+                        "strategy": {"name": "numpy.linalg:norm"}, "note": "a:b c"})
+    assert refs == ["my_plugins.models:Net", "numpy.linalg:norm"]
+    env = cluster_runtime_env(refs)
+    shipped = [Path(p) for p in env["py_modules"]]
+    assert [p.name for p in shipped] == ["fedsim", "clients", "strategies", "my_plugins"]
+    assert shipped[-1] == plugin.resolve()  # numpy is installed on the nodes, not shipped
+    kept = env["env_vars"].get("PYTHONPATH", "").split(os.pathsep)
+    assert str(shipped[0].parent) not in kept and env["env_vars"]["OMP_NUM_THREADS"] == "1"
+    assert "__pycache__" in env["excludes"]

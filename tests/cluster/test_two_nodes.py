@@ -5,6 +5,7 @@ profile no node can host fails at once with a message naming it."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,10 @@ def test_profiles_pinned_to_sites_run_there_and_match_one_machine(
                             config=str(pinned_config(tmp_path)))
     assert code == 0
     assert "actors ran on 2 Ray node(s)" in capfd.readouterr().err
+    # the project reached the nodes as runtime-env packages, not through the driver's path
+    shipped = Path(os.environ["RAY_TMPDIR"], "ray")
+    assert list(shipped.glob("session_*/runtime_resources/py_modules_files/*/fedsim/engine/"
+                             "pool.py"))
     with tempfile.TemporaryDirectory(prefix="fsl-", dir="/tmp") as own:
         # a Ray of its own: with the cluster's address file in sight, ray.init() would join it
         monkeypatch.setenv("RAY_TMPDIR", own)
