@@ -216,8 +216,22 @@ class ActorPools:
         # how long a replacement actor may wait for a node (RayGrid: the phase limit + grace)
         self.ready_timeout_s = READY_TIMEOUT_S
         check_hostable(profiles, self.sizes, cluster_nodes())
-        ready = [self._start(key) for key in self.nodes_of]
-        ray.get(ready, timeout=READY_TIMEOUT_S)
+        self._await_first_actors([self._start(key) for key in self.nodes_of])
+
+    def _await_first_actors(self, ready: list[Any]) -> None:
+        """Wait for the first actors; ones still unplaced after ``READY_TIMEOUT_S`` (the
+        nodes that could host them are held by other work) stop the run, naming them."""
+        done, waiting = ray.wait(ready, num_returns=len(ready), timeout=READY_TIMEOUT_S)
+        ray.get(done)  # an actor that failed to start raises its own error here
+        if waiting:
+            keys = [key for key, ref in zip(self.nodes_of, ready, strict=True)
+                    if ref in waiting]
+            names = sorted({self.profiles[key[0]].name for key in keys})
+            self.shutdown()
+            raise ProfileUnhostable(
+                f"{len(keys)} actor(s) of profile(s) {', '.join(map(repr, names))} found no "
+                f"free node within {READY_TIMEOUT_S:g} s: the nodes that can host them are "
+                "busy with other work (ray status shows what holds them)")
 
     def _start(self, key: ActorKey) -> Any:
         """Create the actor for ``key`` and register its nodes; returns the ready ref."""

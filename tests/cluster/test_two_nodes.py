@@ -84,3 +84,34 @@ def test_a_profile_no_node_can_host_fails_fast_naming_it(tmp_path, two_node_clus
     assert "siteC=1" in err and "siteB=1" in err  # what it asked, what the nodes offer
     assert not (run_dir / "metrics.jsonl").exists() or len(
         (run_dir / "metrics.jsonl").read_text().splitlines()) <= 1
+
+
+def test_actors_whose_only_node_is_busy_stop_the_run_naming_them(
+        tmp_path, two_node_cluster, capfd, monkeypatch) -> None:
+    """siteB exists but other work holds it: the run stops once the actors' start wait is
+    over (shortened here), naming the profile, instead of waiting without end."""
+    import ray
+
+    from fedsim.engine import pool
+    from fedsim.engine.profiles import EXIT_NO_NODE
+    from fedsim.engine.ray_engine import cluster_runtime_env
+
+    class Idle:
+        def ready(self) -> bool:
+            return True
+
+    cluster, _ = two_node_cluster
+    monkeypatch.setattr(pool, "READY_TIMEOUT_S", 5.0)
+    # fedsim runs on this connection (with the runtime env it would have set up itself)
+    ray.init(address=cluster.address, runtime_env=cluster_runtime_env())
+    try:
+        blocker = ray.remote(num_cpus=0, resources={"siteB": 1})(Idle).remote()
+        ray.get(blocker.ready.remote(), timeout=60)
+        start = time.monotonic()
+        code, _ = run_cli(tmp_path / "busy", *SMALL, engine="ray",
+                          config=str(pinned_config(tmp_path)))
+        assert code == EXIT_NO_NODE and time.monotonic() - start < 60
+        err = capfd.readouterr().err
+        assert "1 actor(s) of profile(s) 'at-b' found no free node within 5 s" in err
+    finally:
+        ray.shutdown()
