@@ -49,4 +49,7 @@ def two_node_cluster() -> Iterator[tuple]:
             os.environ.pop("RAY_TMPDIR", None)
         else:
             os.environ["RAY_TMPDIR"] = saved
-        shutil.rmtree(root, ignore_errors=True)
+        for _ in range(3):  # a process that was just stopped may still add a log file
+            shutil.rmtree(root, ignore_errors=True)
+            if not os.path.exists(root):
+                break
