@@ -18,6 +18,7 @@ from fedsim import DISTRIBUTION, __version__
 from fedsim.config import ConfigError
 from fedsim.config.shipped import configs_dir
 from fedsim.engine.errors import EngineError
+from fedsim.engine.profiles import EXIT_NO_NODE, ProfileUnhostable
 
 CONFIGS_DIR = configs_dir()
 EXIT_USAGE = 2
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as err:
         print(f"fedsim: {err}", file=sys.stderr)
         return 1
+    except ProfileUnhostable as err:  # a cluster node lost mid-run, nowhere to go
+        print(f"fedsim: stopped: {err}", file=sys.stderr)
+        return EXIT_NO_NODE
 
 
 if __name__ == "__main__":

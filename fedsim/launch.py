@@ -67,7 +67,9 @@ def prepare_run(cfg: ExperimentConfig, engine: str, out: str | Path | None) -> P
     check_local_device(cfg, engine)
     run_dir = new_run_dir(str(out) if out is not None else None, cfg.output.dir, cfg.name)
     save_config(cfg, run_dir / CONFIG_FILE)
-    (run_dir / RUN_FILE).write_text(json.dumps({"engine": engine}) + "\n")
+    (run_dir / RUN_FILE).write_text(json.dumps(
+        {"engine": engine, "vectorize": cfg.engine.vectorize if engine == "ray" else "off"})
+        + "\n")
     return run_dir
 
 

@@ -249,6 +249,14 @@ class DeviceProfile:
     availability: float = setting(1.0, "probability of being available in a round", low=0.0,
                                   low_open=True, high=1.0)
     dropout: float = setting(0.0, "probability of dropping out mid-round", low=0.0, high=0.999)
+    resources: dict[str, float] = setting(
+        {}, "Ray custom resources per actor, e.g. { siteB = 1 }: its actors run only on nodes "
+        "started with them (ray start --resources)")
+    labels: dict[str, str] = setting(
+        {}, "Ray node labels the actors' node must have, e.g. { zone = 'eu' } or { zone = "
+        "'in(eu,us)' } (Ray's label selector; nodes started with ray start --labels)")
+    accelerator_type: str = setting("", "Ray accelerator type the actors' node must have, e.g. "
+                                    "'H100' or 'A10G' (ray.util.accelerators; empty: any)")
 
 
 @dataclass
@@ -288,8 +296,10 @@ class EngineConfig:
                              "one batched computation (torch.func.vmap) where their strategy's "
                              "client half can (fedavg, fedadam, flwr:*, fedlion, zsignfedavg, "
                              "signsgd, sto_signsgd, ef_signsgd, fedda, fafed); the others "
-                             "run one by one with a note in the log. auto and on: do so; off: "
-                             "never", choices=("auto", "on", "off"))
+                             "run one by one with a note in the log. on: do so; auto: do so in "
+                             "actors that have a GPU (on the CPU the batched kernels round "
+                             "differently, so auto keeps CPU runs bit-identical across "
+                             "engines); off: never", choices=("auto", "on", "off"))
     vectorize_memory_mb: float = setting(1024.0, "memory bound of one batched computation: "
                                          "the clients of a batch run in chunks whose stacked "
                                          "parameters, gradients and activations fit it",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import socket
 import sys
 import time
 import traceback
@@ -54,6 +55,19 @@ class VectorizeOptions:
     @property
     def budget_bytes(self) -> float:
         return self.memory_mb * 2**20
+
+    def applies_here(self) -> bool:
+        """Whether this actor batches its clients: always with ``on``; with ``auto`` where it
+        sees a GPU (Ray hides GPUs from CPU-only actors), since on the CPU the batched kernels
+        round differently from one client alone and the per-client path keeps every engine's
+        results equal bit for bit; never with ``off``."""
+        if self.mode == "on":
+            return True
+        if self.mode == "auto":
+            import torch
+
+            return torch.cuda.is_available()
+        return False
 
 # One item of a batch: the instruction's metadata and, per content key, the key of its record
 # in the batch's shared record table.
@@ -90,7 +104,7 @@ class ClientActor:
         self.app = load_app(client_app_ref)
         self.vectorize = vectorize or VectorizeOptions()
         self.train_batch = getattr(self.app, TRAIN_BATCH, None) \
-            if self.vectorize.mode != "off" else None
+            if self.vectorize.applies_here() else None
         self.notes: set[str] = set()
         self.vectorized = 0  # client calls answered by a batched computation
         if self.train_batch is not None:
@@ -133,6 +147,7 @@ class ClientActor:
         cuda = torch.cuda.is_available()
         return {"profile": self.profile, "pid": os.getpid(), "actor_id": rc.get_actor_id(),
                 "node_ip": ray.util.get_node_ip_address(),
+                "ray_node_id": rc.get_node_id(), "hostname": socket.gethostname(),
                 "resources": rc.get_assigned_resources(), "nodes": sorted(self.contexts),
                 "partitions": sorted(int(c.node_config["partition-id"])
                                      for c in self.contexts.values()),

@@ -5,8 +5,14 @@ Each profile's actors are created with that profile's Ray resources (``num_cpus`
 actor of its own profile. The node -> actor mapping is fixed because the node's Context lives
 there (:func:`place_nodes`: round-robin, or by each client's local work when it differs,
 in blocks of clients that fold their replies together).
+A profile can also name where its actors run on a cluster (custom ``resources``, node
+``labels``, ``accelerator_type``; :func:`actor_options`). Before any actor starts, every pool is
+checked against the nodes Ray reports (:func:`check_hostable`), so a profile no node can host
+fails at once, naming it, instead of waiting for a node that never comes.
 A dead actor is replaced by a fresh one with the same resources; its nodes get fresh Contexts,
-holding the states the driver kept for them if it kept any (``RayGrid``).
+holding the states the driver kept for them if it kept any (``RayGrid``). A replacement is only
+created when a live node can host it, and waits for its node at most ``ready_timeout_s``
+(a lost node's profile may have nowhere left to go: :class:`ProfileUnhostable`).
 """
 
 from __future__ import annotations
@@ -19,14 +25,92 @@ from typing import Any
 import ray
 from flwr.app import Context
 
+from fedsim.config.errors import ConfigError
 from fedsim.config.schema import DeviceProfile
 from fedsim.engine.actor import ClientActor, VectorizeOptions
+from fedsim.engine.profiles import ProfileUnhostable
 from fedsim.registry import BUILT_IN_PACKAGES, session_registrations
 
 ActorKey = tuple[int, int]  # (profile index, slot in its pool)
 READY_TIMEOUT_S = 600.0
 
 _RemoteActor = ray.remote(ClientActor)
+ACCELERATOR_RESOURCE = "accelerator_type:"  # Ray's node resource for its accelerator type
+
+
+def actor_options(profile: DeviceProfile) -> dict[str, Any]:
+    """The Ray actor options that place one actor of ``profile``."""
+    options: dict[str, Any] = {"num_cpus": profile.num_cpus, "num_gpus": profile.num_gpus,
+                               "max_restarts": 0}
+    if profile.resources:
+        options["resources"] = {k: float(v) for k, v in profile.resources.items()}
+    if profile.labels:
+        options["label_selector"] = dict(profile.labels)
+    if profile.accelerator_type:
+        options["accelerator_type"] = profile.accelerator_type
+    return options
+
+
+def profile_demand(profile: DeviceProfile) -> dict[str, float]:
+    """The node resources one actor of ``profile`` holds (accelerator type included)."""
+    need = {"CPU": profile.num_cpus, "GPU": profile.num_gpus,
+            **{k: float(v) for k, v in profile.resources.items()}}
+    if profile.accelerator_type:
+        need[ACCELERATOR_RESOURCE + profile.accelerator_type] = 0.001
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def label_matches(selector: str, value: str | None) -> bool:
+    """Whether a node label ``value`` (None: the node lacks it) meets a Ray label selector."""
+    negate = selector.startswith("!")
+    body = selector[1:] if negate else selector
+    allowed = [v.strip() for v in body[3:-1].split(",")] if body.startswith("in(") else [body]
+    return (value not in allowed) if negate else (value in allowed)
+
+
+def actors_fitting(profile: DeviceProfile, node: dict[str, Any]) -> int:
+    """How many actors of ``profile`` one node of ``ray.nodes()`` holds when it holds nothing
+    else (0: it cannot host the profile: a resource, label or accelerator it lacks)."""
+    if not node.get("Alive", False):
+        return 0
+    labels = node.get("Labels") or {}
+    if any(not label_matches(sel, labels.get(key)) for key, sel in profile.labels.items()):
+        return 0
+    have = node.get("Resources") or {}
+    fits = [math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in profile_demand(profile).items()]
+    return min(fits) if fits else 1 << 30
+
+
+def check_hostable(profiles: list[DeviceProfile], sizes: list[int],
+                   nodes: list[dict[str, Any]]) -> None:
+    """ConfigError naming the profile when the live ``nodes`` cannot hold its pool of
+    ``sizes[i]`` actors even with nothing else on them (Ray would wait for them forever)."""
+    for i, (profile, size) in enumerate(zip(profiles, sizes, strict=True)):
+        room = sum(actors_fitting(profile, node) for node in nodes)
+        if size and room < size:
+            raise ConfigError(f"engine.profiles[{i}]", profile.name, _unhostable(
+                profile, size, room, nodes) + "; lower its actors or change its placement")
+
+
+def _unhostable(profile: DeviceProfile, size: int, room: int,
+                nodes: list[dict[str, Any]]) -> str:
+    """Why the cluster cannot host ``size`` actors of ``profile`` (for the error)."""
+    wants = ", ".join(f"{k}={v:g}" for k, v in profile_demand(profile).items())
+    if profile.labels:
+        wants += f", labels {profile.labels}"
+    live = [n for n in nodes if n.get("Alive", False)]
+    offered = "; ".join(
+        f"{n.get('NodeID', '?')[:8]}: " + ", ".join(
+            f"{k}={v:g}" for k, v in sorted((n.get("Resources") or {}).items())
+            if not k.startswith("node:") and k not in ("memory", "object_store_memory"))
+        for n in live)
+    return (f"profile {profile.name!r} needs {size} actor(s) of ({wants}) but the "
+            f"{len(live)} live node(s) of the Ray cluster can hold {room} ({offered})")
+
+
+def cluster_nodes() -> list[dict[str, Any]]:
+    """The nodes of the Ray cluster as Ray reports them now (dead ones included)."""
+    return ray.nodes()
 
 
 def pool_sizes(profiles: list[DeviceProfile], clients: list[int],
@@ -49,6 +133,8 @@ def pool_sizes(profiles: list[DeviceProfile], clients: list[int],
         k = math.floor(cpus * n / total / p.num_cpus + 1e-9)
         if p.num_gpus > 0:
             k = min(k, math.floor(gpus * n / total / p.num_gpus + 1e-9))
+        for name, amount in p.resources.items():  # a site's own resource bounds its pool
+            k = min(k, math.floor(cluster.get(name, 0.0) / amount + 1e-9))
         sizes.append(max(1, min(k, n)))
     need_cpu = sum(k * p.num_cpus for k, p in zip(sizes, profiles, strict=True))
     need_gpu = sum(k * p.num_gpus for k, p in zip(sizes, profiles, strict=True))
@@ -158,16 +244,31 @@ class ActorPools:
         self.actors: dict[ActorKey, Any] = {}
         self.replaced = 0
         self.registrations = shippable_registrations()
-        ready = [self._start(key) for key in self.nodes_of]
-        ray.get(ready, timeout=READY_TIMEOUT_S)
+        # how long a replacement actor may wait for a node (RayGrid: the phase limit + grace)
+        self.ready_timeout_s = READY_TIMEOUT_S
+        check_hostable(profiles, self.sizes, cluster_nodes())
+        self._await_first_actors([self._start(key) for key in self.nodes_of])
+
+    def _await_first_actors(self, ready: list[Any]) -> None:
+        """Wait for the first actors; ones still unplaced after ``READY_TIMEOUT_S`` (the
+        nodes that could host them are held by other work) stop the run, naming them."""
+        done, waiting = ray.wait(ready, num_returns=len(ready), timeout=READY_TIMEOUT_S)
+        ray.get(done)  # an actor that failed to start raises its own error here
+        if waiting:
+            keys = [key for key, ref in zip(self.nodes_of, ready, strict=True)
+                    if ref in waiting]
+            names = sorted({self.profiles[key[0]].name for key in keys})
+            self.shutdown()
+            raise ProfileUnhostable(
+                f"{len(keys)} actor(s) of profile(s) {', '.join(map(repr, names))} found no "
+                f"free node within {READY_TIMEOUT_S:g} s: the nodes that can host them are "
+                "busy with other work (ray status shows what holds them)")
 
     def _start(self, key: ActorKey) -> Any:
         """Create the actor for ``key`` and register its nodes; returns the ready ref."""
         profile = self.profiles[key[0]]
-        actor = _RemoteActor.options(num_cpus=profile.num_cpus, num_gpus=profile.num_gpus,
-                                     max_restarts=0).remote(self.client_app_ref, profile.name,
-                                                            self.timer, self.registrations,
-                                                            self.vectorize)
+        actor = _RemoteActor.options(**actor_options(profile)).remote(
+            self.client_app_ref, profile.name, self.timer, self.registrations, self.vectorize)
         self.actors[key] = actor
         return actor.register.remote([self.make_context(n) for n in self.nodes_of[key]])
 
@@ -182,15 +283,44 @@ class ActorPools:
         """Replace a dead actor by a fresh one holding fresh Contexts for its nodes, with
         ``states`` (by partition id) as the ``Context.state`` of the nodes they name."""
         ray.kill(self.actors[key], no_restart=True)
-        ray.get(self._start(key), timeout=READY_TIMEOUT_S)
+        self._start_replacement(key)
         if states:
             ray.get(self.actors[key].import_states.remote(states), timeout=READY_TIMEOUT_S)
         self.replaced += 1
 
+    def _start_replacement(self, key: ActorKey) -> None:
+        """Start ``key``'s new actor if a live node can host it, and wait for it at most
+        ``ready_timeout_s``; else :class:`ProfileUnhostable`, naming the profile."""
+        profile = self.profiles[key[0]]
+        nodes = cluster_nodes()
+        if not any(actors_fitting(profile, node) for node in nodes):
+            raise ProfileUnhostable(
+                f"no live node of the Ray cluster can host a replacement actor of profile "
+                f"{profile.name!r} any more ({_unhostable(profile, 1, 0, nodes)}); the run "
+                "stops here: resume it from its last checkpoint (fedsim run --resume) once a "
+                "node that can host the profile has joined")
+        try:
+            ray.get(self._start(key), timeout=self.ready_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(self.actors[key], no_restart=True)
+            raise ProfileUnhostable(
+                f"a replacement actor of profile {profile.name!r} found no free node within "
+                f"{self.ready_timeout_s:g} s (the nodes that can host it are busy); the run "
+                "stops here: resume it from its last checkpoint (fedsim run --resume)") from None
+
     def export_states(self) -> dict[int, Any]:
+        """Every live actor's nodes' states, by partition id. An actor that died since its
+        last call (its node lost) is left out with a note: the next phase finds it dead,
+        counts its clients as crashed and replaces it."""
         states: dict[int, Any] = {}
-        for part in ray.get([a.export_states.remote() for a in self.actors.values()]):
-            states.update(part)
+        refs = {key: actor.export_states.remote() for key, actor in self.actors.items()}
+        for key, ref in refs.items():
+            try:
+                states.update(ray.get(ref, timeout=self.ready_timeout_s))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as err:
+                print(f"fedsim: the client states of actor {key} of profile "
+                      f"{self.profiles[key[0]].name!r} are not in this checkpoint: "
+                      f"{type(err).__name__}", file=sys.stderr, flush=True)
         return states
 
     def import_states(self, states: dict[int, Any]) -> None:

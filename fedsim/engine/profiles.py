@@ -10,6 +10,7 @@ functions of (seed, partition, round, phase), so they do not depend on actors or
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,21 @@ from fedsim.config.errors import ConfigError
 from fedsim.config.schema import DeviceProfile
 
 SHARE_TOLERANCE = 1e-6
+RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
+LABEL_KEY = re.compile(rf"({_LABEL}(\.{_LABEL})*/)?{_LABEL}")
+"""A Ray node label key: ``name`` or ``prefix/name`` (DNS-style prefix), as Ray checks it."""
+LABEL_SELECTOR = re.compile(rf"!?(in\({_LABEL}(, ?{_LABEL})*\)|{_LABEL})")
+"""A Ray label selector value: ``v``, ``!v``, ``in(a,b)`` or ``!in(a,b)``."""
+
+
+EXIT_NO_NODE = 5
+"""``fedsim run``'s exit code when the run stopped because no node can host a profile."""
+
+
+class ProfileUnhostable(RuntimeError):
+    """No live node of the cluster can host (or, in time, start) a profile's actor: the run
+    stops, resumable from its last checkpoint (``fedsim.engine.pool``)."""
 
 
 def build_profiles(raw: list[Any]) -> list[DeviceProfile]:
@@ -29,12 +45,40 @@ def build_profiles(raw: list[Any]) -> list[DeviceProfile]:
     for i, item in enumerate(raw):
         profile = item if isinstance(item, DeviceProfile) else build_dataclass(
             DeviceProfile, item, f"engine.profiles[{i}].")
+        check_placement(profile, f"engine.profiles[{i}].")
         profiles.append(profile)
     names = [p.name for p in profiles]
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"engine.profiles[{i}].name", name, "a name no other profile has")
     return profiles
+
+
+def check_placement(profile: DeviceProfile, prefix: str) -> None:
+    """ConfigError naming the field unless the profile's Ray placement (``resources``,
+    ``labels``, ``accelerator_type``) is one Ray accepts for an actor."""
+    for name, amount in profile.resources.items():
+        where = f"{prefix}resources.{name}"
+        if not isinstance(name, str) or not name or name in RESERVED_RESOURCES:
+            raise ConfigError(f"{prefix}resources", name, "a custom resource name (CPUs and "
+                              "GPUs are num_cpus and num_gpus)")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or \
+                not 0 < amount < float("inf"):
+            raise ConfigError(where, amount, "a number > 0")
+        if amount > 1 and amount != int(amount):
+            raise ConfigError(where, amount, "a whole number when above 1 (Ray's rule for "
+                              "resource quantities)")
+    for key, value in profile.labels.items():
+        if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
+            raise ConfigError(f"{prefix}labels", key, "a Ray label key: letters, digits, '-', "
+                              "'_', '.', at most 63, optionally after 'prefix/'")
+        if not isinstance(value, str) or not LABEL_SELECTOR.fullmatch(value):
+            raise ConfigError(f"{prefix}labels.{key}", value, "a Ray label selector: 'v', "
+                              "'!v', 'in(a,b)' or '!in(a,b)'")
+    if profile.accelerator_type and not re.fullmatch(_LABEL, profile.accelerator_type):
+        raise ConfigError(f"{prefix}accelerator_type", profile.accelerator_type,
+                          "an accelerator type such as 'H100' or 'A10G' (letters, digits, "
+                          "'-', '_', '.'; empty: any)")
 
 
 def assign_profiles(profiles: list[DeviceProfile], num_clients: int, seed: int) -> list[int]:

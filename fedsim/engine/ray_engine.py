@@ -7,13 +7,18 @@ runs the ServerApp, and always shuts the actors and Ray down again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib.util
 import json
 import logging
 import os
+import re
+import sys
+import sysconfig
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -49,6 +54,72 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+PROJECT_PACKAGES = ("fedsim", "clients", "strategies")
+"""The project's top-level packages: what every node of a joined cluster gets (py_modules)."""
+SHIPPED_EXCLUDES = ["__pycache__", "*.pyc"]
+_DOTTED_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def plugin_refs(cfg: Any) -> list[str]:
+    """Every ``"package.module:Name"`` string in the experiment config (user plugins)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and _DOTTED_REF.fullmatch(value):
+            found.append(value)
+
+    walk(cfg)
+    return found
+
+
+def _local_source(module: str) -> Path | None:
+    """The file or package folder of top-level ``module`` when it is the user's own source
+    (not the standard library or an installed package), else None."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    origin = Path(spec.origin).resolve()
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "purelib",
+                                                                    "platlib")}
+    if any(origin.is_relative_to(root) for root in installed) or "site-packages" in origin.parts:
+        return None
+    return origin.parent if origin.name == "__init__.py" else origin
+
+
+def cluster_runtime_env(plugins: Iterable[str] = ()) -> dict[str, Any]:
+    """The runtime environment for a joined cluster: the project's packages and the user's
+    plugin modules (the top-level modules of ``plugins``' dotted references that are local
+    source) shipped to every node as ``py_modules``, so a node needs only Python, torch, flwr
+    and Ray installed (docs/cluster.md)."""
+    modules = [Path(REPO_ROOT) / name for name in PROJECT_PACKAGES]
+    for ref in plugins:
+        source = _local_source(ref.partition(":")[0].split(".")[0])
+        if source is not None and source not in modules:
+            modules.append(source)
+    env = worker_env()
+    # the shipped packages come first on the actors' path (Ray puts py_modules before
+    # PYTHONPATH); of the driver's own path only the user's entries stay, harmless where a
+    # node lacks them
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            if p and Path(p).resolve() != Path(REPO_ROOT)]
+    env.pop("PYTHONPATH", None)
+    if kept:
+        env["PYTHONPATH"] = os.pathsep.join(kept)
+    return {"env_vars": env, "py_modules": [str(m) for m in modules if m.exists()],
+            "excludes": SHIPPED_EXCLUDES}
+
+
 @contextlib.contextmanager
 def loopback_only() -> Iterator[None]:
     """Start a local Ray whose node address is 127.0.0.1, so its GCS, raylet, object manager,
@@ -74,16 +145,18 @@ def loopback_only() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ray_session(engine: EngineConfig) -> Iterator[int]:
+def ray_session(engine: EngineConfig, plugins: Iterable[str] = ()) -> Iterator[int]:
     """A local Ray on the loopback interface without dashboard, or the cluster at
-    ``engine.ray_address``; shut down (disconnected) after. An exported ``RAY_ADDRESS`` is
+    ``engine.ray_address`` (with the project and the user's ``plugins`` shipped to its
+    nodes); shut down (disconnected) after. An exported ``RAY_ADDRESS`` is
     ignored (with a warning) when ``engine.ray_address`` is empty: fedsim's switch to a
     cluster is the config, so a local run stays local. Yields the size up to which task
     arguments travel inside the call."""
     if ray.is_initialized():  # someone else owns Ray (e.g. a test fixture): use it as is
         yield RAY_INLINE_BYTES
         return
-    kwargs = {"runtime_env": {"env_vars": worker_env()}, "logging_level": logging.ERROR,
+    env = cluster_runtime_env(plugins) if engine.ray_address else {"env_vars": worker_env()}
+    kwargs = {"runtime_env": env, "logging_level": logging.ERROR,
               "log_to_driver": True}
     with warnings.catch_warnings():
         # Ray 2.55 announces a future change of how it hides GPUs from CPU-only actors; fedsim
@@ -143,7 +216,7 @@ def run_ray(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:
     run_config = {"config-path": str(config_path)}
     # clients of unequal local work (local_epochs on unequal partitions) are spread by it
     work = local_steps_per_client(cfg.task, cfg.train, cfg.seed)
-    with ray_session(cfg.engine) as inline_bytes:
+    with ray_session(cfg.engine, plugin_refs(cfg)) as inline_bytes:
         grid = make_ray_grid(CLIENT_APP, cfg.task.num_clients, run_config, cfg.engine,
                              seed=cfg.seed, inline_bytes=inline_bytes, partition_work=work)
         try:
@@ -166,3 +239,33 @@ def write_actor_report(grid, run_dir: Path) -> None:
                                             "(%s)", ACTOR_REPORT, err)
         return
     (run_dir / ACTOR_REPORT).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_node_report(report, run_dir)
+
+
+NODE_REPORT = "nodes.json"
+
+
+def node_summary(actors: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per Ray node (by ``ray_node_id``): its host, the actors and profiles it ran, the
+    clients those actors held and the client calls they served."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for actor in actors:
+        node = nodes.setdefault(str(actor.get("ray_node_id")), {
+            "hostname": actor.get("hostname"), "node_ip": actor.get("node_ip"), "actors": 0,
+            "profiles": {}, "clients": 0, "calls": 0})
+        node["actors"] += 1
+        node["profiles"][actor["profile"]] = node["profiles"].get(actor["profile"], 0) + 1
+        node["clients"] += len(actor.get("nodes", []))
+        node["calls"] += sum(actor.get("served", {}).values())
+    return nodes
+
+
+def write_node_report(actors: list[dict[str, Any]], run_dir: Path) -> None:
+    """``nodes.json`` beside ``actors.json`` (:func:`node_summary`), and one line of it in
+    the run log. Actors replaced mid-run are not in it: only the final ones report."""
+    nodes = node_summary(actors)
+    (run_dir / NODE_REPORT).write_text(json.dumps(nodes, indent=1) + "\n")
+    each = "; ".join(f"{node_id[:8]} ({n['hostname']}, {n['actors']} actors, {n['clients']} "
+                     f"clients, {n['calls']} calls)" for node_id, n in nodes.items())
+    print(f"fedsim: actors ran on {len(nodes)} Ray node(s): {each}", file=sys.stderr,
+          flush=True)

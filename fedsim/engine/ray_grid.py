@@ -49,6 +49,7 @@ from fedsim.engine.profiles import round_fate
 from fedsim.engine.threads import driver_threads
 from fedsim.engine.wire import drop_record_chunks, message_bytes
 
+REPLACEMENT_GRACE_S = 30.0  # beyond engine.phase_timeout_s: a fresh actor's imports
 TIMED_TYPES = ("train", "evaluate")  # message types the clock and the device fates apply to
 
 
@@ -114,6 +115,8 @@ class RayGrid(VirtualGrid):
                                 vectorize=vectorize)
         self.dead_actors = 0
         self.phase_timeout_s = phase_timeout_s
+        if phase_timeout_s:  # a replacement actor waits for a node no longer than a phase
+            self.pools.ready_timeout_s = phase_timeout_s + REPLACEMENT_GRACE_S
         # shared records up to this size travel inside each actor call (Ray's limit for
         # arguments it sends directly); larger ones are put in the object store once
         self.inline_bytes = inline_bytes

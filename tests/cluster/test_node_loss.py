@@ -1,0 +1,156 @@
+"""A node of the cluster dies mid-run and no other node can host its profile: the run stops
+within ``engine.phase_timeout_s`` plus a bounded grace, with a message naming the profile and
+a checkpoint; once a node that can host the profile joins, ``--resume`` finishes the run with
+the same metrics as one uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedsim.checkpoint import load_checkpoint
+from fedsim.cli import main
+from fedsim.engine.profiles import EXIT_NO_NODE
+
+from helpers import QUICKSTART, metrics_without_times, run_cli
+
+pytestmark = pytest.mark.slow
+PHASE_TIMEOUT_S = 10.0
+GRACE_S = 30.0 + 30.0  # the replacement's wait beyond the phase limit, and the shutdown
+ROUNDS = 5
+SETTINGS = (f"train.rounds={ROUNDS}", "train.clients_per_round=10", "eval.federated_every=0",
+            "output.checkpoint_every=1", f"engine.phase_timeout_s={PHASE_TIMEOUT_S}",
+            "engine.vectorize=off")
+CLOCK_KEYS = ("stragglers", "unavailable_clients", "dropouts", "crashed_clients",
+              "timed_out_clients")
+
+
+def _config(tmp_path: Path) -> Path:
+    config = tmp_path / "sites.toml"
+    config.write_text(Path(QUICKSTART).read_text() + """
+[[engine.profiles]]
+name = "at-a"
+share = 0.5
+resources = { siteA = 1 }
+
+[[engine.profiles]]
+name = "at-b"
+share = 0.5
+resources = { siteB = 1 }
+""")
+    return config
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _checkpointed(run_dir: Path) -> int:
+    ckpt = load_checkpoint(run_dir)  # written atomically: never seen half-written
+    return ckpt.round if ckpt is not None else 0
+
+
+def _wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the run ended before the node was removed"
+        assert time.monotonic() < end, "the condition was not met in time"
+        time.sleep(0.2)  # polling a file the run writes, not a fixed wait
+
+
+def test_a_lost_node_stops_the_run_resumably_and_resume_finishes_it(tmp_path,
+                                                                    two_node_cluster) -> None:
+    cluster, second = two_node_cluster
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "fedsim", "run", str(_config(tmp_path)), "--out",
+            str(run_dir), "--engine", "ray", "--set", f'engine.ray_address="{cluster.address}"']
+    for item in SETTINGS:
+        args += ["--set", item]
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+    try:
+        # round 1 is in metrics.jsonl and in the checkpoint: then the second node goes
+        _wait_for(lambda: len(_rows(run_dir)) >= 2 and _checkpointed(run_dir) >= 1, 300, proc)
+        removed = time.monotonic()
+        cluster.remove_node(second)
+        code = proc.wait(timeout=PHASE_TIMEOUT_S + GRACE_S + 60)
+        took = time.monotonic() - removed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err_file.read_text()
+    assert code == EXIT_NO_NODE, stderr[-3000:]
+    assert took < PHASE_TIMEOUT_S + GRACE_S
+    assert "fedsim: stopped:" in stderr and "profile 'at-b'" in stderr
+    assert "fedsim run --resume" in stderr
+    done = load_checkpoint(run_dir).round
+    assert 1 <= done < ROUNDS
+
+    # a node with siteB joins: the resumed run places at-b there and finishes
+    cluster.add_node(num_cpus=1, resources={"siteB": 1},
+                     temp_dir=os.path.join(os.environ["RAY_TMPDIR"], "ray"))
+    cluster.wait_for_nodes()
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    rows = _rows(run_dir)
+    assert [r["round"] for r in rows] == list(range(ROUNDS + 1))
+
+    _, reference = run_cli(tmp_path / "reference", *SETTINGS, engine="inprocess")
+    resumed = [{k: v for k, v in r.items() if k not in CLOCK_KEYS}
+               for r in metrics_without_times(run_dir)]
+    assert resumed == metrics_without_times(reference)
+
+
+def test_a_lost_node_whose_profile_fits_elsewhere_counts_its_clients_and_goes_on(
+        tmp_path, two_node_cluster) -> None:
+    """Two nodes offer siteB: the one running profile at-b's actor dies after round 1; that
+    round's at-b clients count as crashed, a replacement starts on the other siteB node (as
+    Ray's actor table says) and the run finishes."""
+    cluster, _ = two_node_cluster
+    temp_dir = os.path.join(os.environ["RAY_TMPDIR"], "ray")
+    while len(cluster.worker_nodes) < 2:  # every worker node of this module offers siteB
+        cluster.add_node(num_cpus=1, resources={"siteB": 1}, temp_dir=temp_dir)
+    cluster.wait_for_nodes()
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "fedsim", "run", str(_config(tmp_path)), "--out",
+            str(run_dir), "--engine", "ray", "--set", f'engine.ray_address="{cluster.address}"']
+    for item in SETTINGS:
+        args += ["--set", item]
+    # every client waits 0.3 s first (wall time only): the node goes while rounds remain
+    args += ["--set", "faults.straggler_rate=1.0", "--set", "faults.straggler_delay=0.3"]
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+    try:
+        _wait_for(lambda: len(_rows(run_dir)) >= 2, 300, proc)
+        head = cluster.head_node.node_id
+        live = {info["Address"]["NodeID"] for info in cluster.global_state.actor_table(
+            None).values() if info["ActorClassName"].endswith("ClientActor")
+            and info["State"] == "ALIVE"}
+        [lost] = [n for n in cluster.worker_nodes if n.node_id in live - {head}]
+        cluster.remove_node(lost)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, err_file.read_text()[-3000:]
+    rows = _rows(run_dir)[1:]
+    assert len(rows) == ROUNDS
+    assert sorted(r["crashed_clients"] for r in rows) == [0] * (ROUNDS - 1) + [5]
+    [survivor] = [n.node_id for n in cluster.worker_nodes]
+    table = cluster.global_state.actor_table(None)
+    actors = json.loads((run_dir / "actors.json").read_text())
+    [at_b] = [a for a in actors if a["profile"] == "at-b"]
+    assert table[at_b["actor_id"]]["Address"]["NodeID"] == survivor != lost.node_id
+    assert json.loads((run_dir / "nodes.json").read_text())[survivor]["profiles"] == {"at-b": 1}
