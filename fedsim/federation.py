@@ -207,18 +207,10 @@ def _reply_folding(cfg: ExperimentConfig, grid: Grid) -> bool:
 
 def _client_traffic(meter: RoundMeter, strategy: Any) -> dict[str, Any]:
     """This round's uplink/downlink bytes of each client, keyed by partition id."""
-    records = getattr(meter, "client_records", None)
-    if records is None:
+    by_partition = getattr(meter, "traffic_by_partition", None)
+    if by_partition is None:
         return {}
-    partitions = getattr(strategy, "node_partitions", {}) or {}
-    up, down = {}, {}
-    for rec in records():
-        pid = str(partitions.get(rec["node_id"], rec["node_id"]))
-        if rec["uplink_bytes"]:
-            up[pid] = rec["uplink_bytes"]
-        if rec["downlink_bytes"]:
-            down[pid] = rec["downlink_bytes"]
-    return {"uplink_bytes_by_client": up, "downlink_bytes_by_client": down}
+    return by_partition(getattr(strategy, "node_partitions", {}) or {})
 
 
 class OnceLater:

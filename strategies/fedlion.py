@@ -69,6 +69,24 @@ class FedLionParams:
     max_local_steps: ClassVar[int] = MAX_STEPS
 
 
+class LionSteps:
+    """FedLion's local rule (Tang & Chang 2024, Algorithm 1, client loop): from the global
+    model x and momentum mu, each step c = b1 mu + (1 - b1) g, Delta += sign(c),
+    mu = b2 mu + (1 - b2) g, y = x - gamma Delta. Works on one client's (d,) vectors or on the
+    (K, d) stacks of vectorized clients alike; ``delta`` and ``mu`` hold the result."""
+
+    def __init__(self, x: torch.Tensor, gamma: float, mu: torch.Tensor, beta1: float,
+                 beta2: float) -> None:
+        self.x, self.gamma, self.mu, self.beta1, self.beta2 = x, gamma, mu, beta1, beta2
+        self.delta = torch.zeros_like(mu)  # integer count of signs: y = x - gamma * delta
+
+    def __call__(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        c = self.beta1 * self.mu + (1 - self.beta1) * g
+        self.delta.add_(torch.sign(c))
+        self.mu = self.beta2 * self.mu + (1 - self.beta2) * g
+        return self.x - self.gamma * self.delta
+
+
 class FedLionClient(ClientAlgorithm):
     """E local Lion steps from (x, m); upload the integer Delta and the momentum mu."""
 
@@ -87,18 +105,10 @@ class FedLionClient(ClientAlgorithm):
         mu = (record_vector(local.content[MOMENTUM_KEY], device=x.device)
               if MOMENTUM_KEY in local.content
               else torch.zeros_like(x))
-        delta = torch.zeros_like(x)  # integer count of signs: y = x - gamma * delta
-
-        def lion(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-            nonlocal mu
-            c = self.beta1 * mu + (1 - self.beta1) * g
-            delta.add_(torch.sign(c))
-            mu = self.beta2 * mu + (1 - self.beta2) * g
-            return x - gamma * delta
-
+        lion = LionSteps(x, gamma, mu, self.beta1, self.beta2)
         _, loss = run_local_steps(local.model, local.batches, steps, lion)
-        arrays = _record(IntCodec(bound=steps).encode(to_numpy(delta)))
-        momentum = _record(self.momentum_codec.encode(to_numpy(mu)))
+        arrays = _record(IntCodec(bound=steps).encode(to_numpy(lion.delta)))
+        momentum = _record(self.momentum_codec.encode(to_numpy(lion.mu)))
         return ClientUpdate(arrays, {"train-loss": loss, STEPS_METRIC: steps},
                             extra={MOMENTUM_KEY: momentum})
 
@@ -113,23 +123,15 @@ class FedLionClient(ClientAlgorithm):
         first = rounds[0]
         gamma, steps = float(first.train.lr), int(first.steps)
         x = model_vector(first.model)
-        mu = stacked_content(rounds, MOMENTUM_KEY, x)
-        delta = torch.zeros_like(mu)
-
-        def lion(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-            nonlocal mu
-            c = self.beta1 * mu + (1 - self.beta1) * g
-            delta.add_(torch.sign(c))
-            mu = self.beta2 * mu + (1 - self.beta2) * g
-            return x - gamma * delta
-
+        lion = LionSteps(x, gamma, stacked_content(rounds, MOMENTUM_KEY, x), self.beta1,
+                         self.beta2)
         _, losses = run_stacked_local_steps(first.model, [r.batches for r in rounds], steps,
                                             lion)
         codec = IntCodec(bound=steps)
-        return [ClientUpdate(_record(codec.encode(to_numpy(delta[k]))),
+        return [ClientUpdate(_record(codec.encode(to_numpy(lion.delta[k]))),
                              {"train-loss": loss, STEPS_METRIC: steps},
                              extra={MOMENTUM_KEY: _record(self.momentum_codec.encode(
-                                 to_numpy(mu[k])))})
+                                 to_numpy(lion.mu[k])))})
                 for k, loss in enumerate(losses)]
 
 

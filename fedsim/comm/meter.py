@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -284,6 +284,19 @@ class CommMeter:
     def client_records(self) -> list[dict[str, Any]]:
         """Per-node traffic of the last ended round, sorted by node id (plain dicts)."""
         return [asdict(c) for c in self._last_clients]
+
+    def traffic_by_partition(self, partition_of: Mapping[int, int]) -> dict[str, dict[str, int]]:
+        """The last ended round's non-zero uplink and downlink bytes of each client, keyed by
+        its partition id (``partition_of``: node id -> partition; the node id where unknown),
+        as the ``uplink_bytes_by_client`` / ``downlink_bytes_by_client`` row fields."""
+        up, down = {}, {}
+        for rec in self.client_records():
+            pid = str(partition_of.get(rec["node_id"], rec["node_id"]))
+            if rec["uplink_bytes"]:
+                up[pid] = rec["uplink_bytes"]
+            if rec["downlink_bytes"]:
+                down[pid] = rec["downlink_bytes"]
+        return {"uplink_bytes_by_client": up, "downlink_bytes_by_client": down}
 
 
 def bytes_to_target(rows: Iterable[dict[str, Any]], target: float,

@@ -247,15 +247,7 @@ class MeteredGrid(Grid):
                               if isinstance(v, int | float) and not isinstance(v, bool)})
 
     def _client_traffic(self) -> dict[str, dict[str, int]]:
-        partition_of = getattr(self.inner, "partition_of", {})
-        up, down = {}, {}
-        for rec in self.meter.client_records():
-            pid = str(partition_of.get(rec["node_id"], rec["node_id"]))
-            if rec["uplink_bytes"]:
-                up[pid] = rec["uplink_bytes"]
-            if rec["downlink_bytes"]:
-                down[pid] = rec["downlink_bytes"]
-        return {"uplink_bytes_by_client": up, "downlink_bytes_by_client": down}
+        return self.meter.traffic_by_partition(getattr(self.inner, "partition_of", {}))
 
     def _close_row(self) -> None:
         """Write the open row: the meter's round, per-client bytes, the clock, wall times."""

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fedsim.results.plots import save_accuracy_plot  # noqa: E402
 from fedsim.results.spread import MB, spread  # noqa: E402
 
 # (file name, x key, x label, x scale)
@@ -63,17 +64,7 @@ def plot_bands(groups: dict[str, list[list[dict[str, Any]]]], out_dir: Path,
             ax.fill_between(xs, [m - s for m, s in zip(mean, std, strict=True)],
                             [m + s for m, s in zip(mean, std, strict=True)],
                             color=line.get_color(), alpha=0.2, linewidth=0)
-        if target is not None:
-            ax.axhline(target, color="grey", linestyle=":", linewidth=1,
-                       label=f"target {target:.0%}")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel("central test accuracy (mean ± std over seeds)")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / name
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_accuracy_plot(
+            fig, ax, out_dir / name, x_label, "central test accuracy (mean ± std over seeds)",
+            target, legend_size=7))
     return written

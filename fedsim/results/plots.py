@@ -49,19 +49,8 @@ def plot_runs(runs: dict[str, list[dict[str, Any]]], out_dir: Path,
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for label, (xs, ys) in lines.items():
             ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, label=label)
-        if target is not None:
-            ax.axhline(target, color="grey", linestyle=":", linewidth=1,
-                       label=f"target {target:.0%}")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel("central test accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / name
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_accuracy_plot(fig, ax, out_dir / name, x_label,
+                                          "central test accuracy", target, legend_size=8))
     loss_lines = {label: _series(rows, "round", "central_loss", 1.0)
                   for label, rows in runs.items()}
     if any(len(xs) > 1 for xs, _ in loss_lines.values()):
@@ -104,6 +93,24 @@ def _line_plot(lines: dict[str, tuple[list[float], list[float]]], path: Path,
     ax.set_ylabel(y_label, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_accuracy_plot(fig: Any, ax: Any, path: Path, x_label: str, y_label: str,
+                       target: float | None, legend_size: int = 8) -> Path:
+    """Finish an accuracy plot the way every fedsim plot looks (the target as a dotted line,
+    accuracy from 0 to 1, a light grid, the legend), write it to ``path`` and close it."""
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1,
+                   label=f"target {target:.0%}")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
