@@ -23,10 +23,11 @@ from helpers import QUICKSTART, metrics_without_times, run_cli
 pytestmark = pytest.mark.slow
 PHASE_TIMEOUT_S = 10.0
 GRACE_S = 30.0 + 30.0  # the replacement's wait beyond the phase limit, and the shutdown
-ROUNDS = 5
+ROUNDS = 40  # long enough that the node goes while rounds remain (a round takes ~0.5 s)
 SETTINGS = (f"train.rounds={ROUNDS}", "train.clients_per_round=10", "eval.federated_every=0",
             "output.checkpoint_every=1", f"engine.phase_timeout_s={PHASE_TIMEOUT_S}",
             "engine.vectorize=off")
+ROUNDS_ELSEWHERE = 10  # with 0.3 s per client: about 1.5 s a round
 CLOCK_KEYS = ("stragglers", "unavailable_clients", "dropouts", "crashed_clients",
               "timed_out_clients")
 
@@ -127,7 +128,8 @@ def test_a_lost_node_whose_profile_fits_elsewhere_counts_its_clients_and_goes_on
     for item in SETTINGS:
         args += ["--set", item]
     # every client waits 0.3 s first (wall time only): the node goes while rounds remain
-    args += ["--set", "faults.straggler_rate=1.0", "--set", "faults.straggler_delay=0.3"]
+    args += ["--set", "faults.straggler_rate=1.0", "--set", "faults.straggler_delay=0.3",
+             "--set", f"train.rounds={ROUNDS_ELSEWHERE}"]
     err_file = tmp_path / "stderr.txt"
     with open(err_file, "w") as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
@@ -146,8 +148,8 @@ def test_a_lost_node_whose_profile_fits_elsewhere_counts_its_clients_and_goes_on
             proc.wait()
     assert code == 0, err_file.read_text()[-3000:]
     rows = _rows(run_dir)[1:]
-    assert len(rows) == ROUNDS
-    assert sorted(r["crashed_clients"] for r in rows) == [0] * (ROUNDS - 1) + [5]
+    assert len(rows) == ROUNDS_ELSEWHERE
+    assert sorted(r["crashed_clients"] for r in rows) == [0] * (ROUNDS_ELSEWHERE - 1) + [5]
     [survivor] = [n.node_id for n in cluster.worker_nodes]
     table = cluster.global_state.actor_table(None)
     actors = json.loads((run_dir / "actors.json").read_text())

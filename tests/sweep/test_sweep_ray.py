@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fedsim.checkpoint import CHECKPOINT_FILE
 from fedsim.results.writer import read_metrics
 from fedsim.sweep.manifest import SweepManifest
 from fedsim.sweep.table import read_csv
@@ -25,8 +26,11 @@ from .sweep_helpers import QUICKSTART, TINY
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+# every client first waits 20 ms (wall time only, the metrics do not change): a trial lasts
+# about a second, so a stop can land while one is running, on any machine
+SLOWER = ["--set", "faults.straggler_rate=1.0", "--set", "faults.straggler_delay=0.02"]
 SWEEP = [QUICKSTART, "--grid", "train.lr=0.05,0.2", "--seeds", "2", *TINY,
-         "--set", "train.rounds=5"]
+         "--set", "train.rounds=5", *SLOWER]
 ACCURACY_COLUMNS = ("trial", "setting", "train.lr", "seed", "status", "rounds",
                     "final_accuracy", "best_accuracy", "rounds_to_target", "uplink_mb_to_target")
 TIMEOUT_S = 600
@@ -92,7 +96,7 @@ def test_interrupted_sweep_resumes_without_running_a_finished_trial_twice(
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline and proc.poll() is None:  # wait on files, not time
             finished = list(out.glob("trials/*/summary.json"))
-            started = [c for c in out.glob("trials/*/checkpoint.pkl")
+            started = [c for c in out.glob(f"trials/*/{CHECKPOINT_FILE}")
                        if not (c.parent / "summary.json").exists()]
             if finished and started:
                 break
@@ -109,7 +113,7 @@ def test_interrupted_sweep_resumes_without_running_a_finished_trial_twice(
     done_before = {i: (f / "summary.json").stat().st_mtime_ns for i, f in enumerate(folders)
                    if (f / "summary.json").exists()}
     in_progress = {i for i, f in enumerate(folders)
-                   if (f / "checkpoint.pkl").exists() and i not in done_before}
+                   if (f / CHECKPOINT_FILE).exists() and i not in done_before}
     assert 1 <= len(done_before) < 4 and in_progress
 
     run_sweep("--resume", str(out), "--concurrent", "2")
@@ -125,6 +129,7 @@ def test_interrupted_sweep_resumes_without_running_a_finished_trial_twice(
 def test_asha_stops_the_hopeless_trial_early(tmp_path: Path) -> None:
     out = tmp_path / "asha"
     run_sweep(QUICKSTART, "--grid", "train.lr=0.5,0.00001", *TINY, "--set", "train.rounds=5",
+              "--set", "faults.straggler_rate=1.0", "--set", "faults.straggler_delay=0.1",
               "--asha", "central_accuracy:max", "--grace-period", "1", "--reduction-factor",
               "2", "--concurrent", "1", "--out", str(out))
     rows = read_csv(out / "sweep.csv")
