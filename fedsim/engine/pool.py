@@ -288,7 +288,7 @@ class ActorPools:
             ray.get(self.actors[key].import_states.remote(states), timeout=READY_TIMEOUT_S)
         self.replaced += 1
 
-    def _start_replacement(self, key: ActorKey) -> None:
+    def _start_replacement(self, key: ActorKey, retry: bool = True) -> None:
         """Start ``key``'s new actor if a live node can host it, and wait for it at most
         ``ready_timeout_s``; else :class:`ProfileUnhostable`, naming the profile."""
         profile = self.profiles[key[0]]
@@ -307,6 +307,16 @@ class ActorPools:
                 f"a replacement actor of profile {profile.name!r} found no free node within "
                 f"{self.ready_timeout_s:g} s (the nodes that can host it are busy); the run "
                 "stops here: resume it from its last checkpoint (fedsim run --resume)") from None
+        except ray.exceptions.RayActorError:
+            # placed on a node that was dying before Ray declared it dead: once more, on the
+            # nodes Ray now knows to be alive (or the clear stop above when none can host it)
+            if retry:
+                self._start_replacement(key, retry=False)
+                return
+            raise ProfileUnhostable(
+                f"the replacement actor of profile {profile.name!r} died too, on a node that "
+                "was going away; the run stops here: resume it from its last checkpoint "
+                "(fedsim run --resume)") from None
 
     def export_states(self) -> dict[int, Any]:
         """Every live actor's nodes' states, by partition id. An actor that died since its

@@ -83,7 +83,7 @@ def test_a_lost_node_stops_the_run_resumably_and_resume_finishes_it(tmp_path,
         # round 1 is in metrics.jsonl and in the checkpoint: then the second node goes
         _wait_for(lambda: len(_rows(run_dir)) >= 2 and _checkpointed(run_dir) >= 1, 300, proc)
         removed = time.monotonic()
-        cluster.remove_node(second, allow_graceful=False)
+        cluster.remove_node(second)
         code = proc.wait(timeout=PHASE_TIMEOUT_S + GRACE_S + 60)
         took = time.monotonic() - removed
     finally:
