@@ -14,6 +14,12 @@ copied back to the driver after every call (``client_state_backup``), so that wh
 dies or hangs, the nodes it held resume on its replacement from their last completed call, as
 on Flower's SuperNodes, which keep the Contexts when a ClientApp process dies.
 
+An actor that goes away with its Ray node (a machine of the cluster lost) costs its clients
+their work of the phase under way: they count as crashed, and the replacement starts on a live
+node that can host the profile, waiting up to ``phase_timeout_s`` for one to join (docs/cluster.md).
+An actor whose own process died on a live node runs its batch again one client per call on the
+replacement, so that only the client that killed it fails (fault isolation).
+
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
 
