@@ -110,6 +110,11 @@ def _unhostable(profile: DeviceProfile, size: int, room: int,
             f"{len(live)} live node(s) of the Ray cluster can hold {room} ({offered})")
 
 
+def _driver_node() -> str | None:
+    """The id of the Ray node this process (the driver) is attached to."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def cluster_nodes() -> list[dict[str, Any]]:
     """The nodes of the Ray cluster as Ray reports them now (dead ones included)."""
     return ray.nodes()
@@ -363,12 +368,15 @@ class ActorPools:
         ``error``), or None when the actor died on a node that is still alive (its own
         process ended: a client killed it). A node is gone when Ray reports it dead, or when
         Ray could not reach the actor at all (``ActorUnavailableError``: the connection to
-        its node broke and Ray's health checks have not yet declared the node dead)."""
+        its node broke and Ray's health checks have not yet declared the node dead), unless
+        that node is the driver's own, which is alive as long as the driver is."""
         node = self.node_of.get(key)
         if node is None:
             return None
         alive = {n.get("NodeID") for n in cluster_nodes() if n.get("Alive", False)}
-        if node not in alive or isinstance(error, ray.exceptions.ActorUnavailableError):
+        unreachable = isinstance(error, ray.exceptions.ActorUnavailableError) \
+            and node != _driver_node()
+        if node not in alive or unreachable:
             self.lost_nodes.add(node)
             return node
         return None

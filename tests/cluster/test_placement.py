@@ -165,6 +165,9 @@ def test_an_actor_is_lost_with_its_node_when_ray_says_so_or_cannot_reach_it(
     # ... so a replacement is not offered that node, though Ray still lists it alive
     with pytest.raises(ProfileUnhostable, match="profile 'b' any more .*can hold 0"):
         pools._await_host(DeviceProfile(name="b", resources={"siteB": 1}))
+    # the driver's own node is alive as long as the driver is: that actor's process died
+    monkeypatch.setattr(pool, "_driver_node", lambda: "bbbb2222")
+    assert _pools(monkeypatch, [[SITE_A, SITE_B]]).lost_with_node((0, 0), unreachable) is None
 
 
 def test_a_replacement_waits_for_a_node_that_joins_within_its_limit(monkeypatch,
