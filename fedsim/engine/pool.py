@@ -11,8 +11,10 @@ checked against the nodes Ray reports (:func:`check_hostable`), so a profile no 
 fails at once, naming it, instead of waiting for a node that never comes.
 A dead actor is replaced by a fresh one with the same resources; its nodes get fresh Contexts,
 holding the states the driver kept for them if it kept any (``RayGrid``). A replacement is only
-created when a live node can host it, and waits for its node at most ``ready_timeout_s``
-(a lost node's profile may have nowhere left to go: :class:`ProfileUnhostable`).
+created when a live node can host it (waiting up to ``host_wait_s`` for one to join), and waits
+for its node at most ``ready_timeout_s`` (a lost node's profile may have nowhere left to go:
+:class:`ProfileUnhostable`). Each actor's Ray node is known (:meth:`ActorPools.lost_with_node`
+tells an actor lost with its node from one whose own process died).
 """
 
 from __future__ import annotations
