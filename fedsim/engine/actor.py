@@ -119,10 +119,14 @@ class ClientActor:
         self.contexts: dict[int, Context] = {}
         self.served: dict[int, int] = {}
 
-    def register(self, contexts: list[Context]) -> None:
-        """Hold these nodes' Contexts (replacing any previous ones)."""
+    def register(self, contexts: list[Context]) -> str:
+        """Hold these nodes' Contexts (replacing any previous ones); returns the id of the Ray
+        node this actor runs on (the pool watches it for node loss)."""
+        import ray
+
         for ctx in contexts:
             self.contexts[ctx.node_id] = ctx
+        return ray.get_runtime_context().get_node_id()
 
     def export_states(self) -> dict[int, RecordDict]:
         """Each held node's ``Context.state``, by partition id (for checkpoints)."""

@@ -11,14 +11,17 @@ checked against the nodes Ray reports (:func:`check_hostable`), so a profile no 
 fails at once, naming it, instead of waiting for a node that never comes.
 A dead actor is replaced by a fresh one with the same resources; its nodes get fresh Contexts,
 holding the states the driver kept for them if it kept any (``RayGrid``). A replacement is only
-created when a live node can host it, and waits for its node at most ``ready_timeout_s``
-(a lost node's profile may have nowhere left to go: :class:`ProfileUnhostable`).
+created when a live node can host it (waiting up to ``host_wait_s`` for one to join), and waits
+for its node at most ``ready_timeout_s`` (a lost node's profile may have nowhere left to go:
+:class:`ProfileUnhostable`). Each actor's Ray node is known (:meth:`ActorPools.lost_with_node`
+tells an actor lost with its node from one whose own process died).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +36,7 @@ from fedsim.registry import BUILT_IN_PACKAGES, session_registrations
 
 ActorKey = tuple[int, int]  # (profile index, slot in its pool)
 READY_TIMEOUT_S = 600.0
+HOST_POLL_S = 0.5  # how often a replacement waiting for a host re-reads Ray's node table
 
 _RemoteActor = ray.remote(ClientActor)
 ACCELERATOR_RESOURCE = "accelerator_type:"  # Ray's node resource for its accelerator type
@@ -106,6 +110,11 @@ def _unhostable(profile: DeviceProfile, size: int, room: int,
         for n in live)
     return (f"profile {profile.name!r} needs {size} actor(s) of ({wants}) but the "
             f"{len(live)} live node(s) of the Ray cluster can hold {room} ({offered})")
+
+
+def _driver_node() -> str | None:
+    """The id of the Ray node this process (the driver) is attached to."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def cluster_nodes() -> list[dict[str, Any]]:
@@ -242,10 +251,15 @@ class ActorPools:
         for node_id, key in self.placement.items():
             self.nodes_of.setdefault(key, []).append(node_id)
         self.actors: dict[ActorKey, Any] = {}
+        self.node_of: dict[ActorKey, str] = {}  # the Ray node id each actor runs on
+        self.lost_nodes: set[str] = set()  # Ray nodes found gone with an actor of this run
         self.replaced = 0
         self.registrations = shippable_registrations()
         # how long a replacement actor may wait for a node (RayGrid: the phase limit + grace)
         self.ready_timeout_s = READY_TIMEOUT_S
+        # how long a replacement waits for a node that can host it to join (RayGrid: the
+        # phase limit; 0: the run stops at once when no live node can host it)
+        self.host_wait_s = 0.0
         check_hostable(profiles, self.sizes, cluster_nodes())
         self._await_first_actors([self._start(key) for key in self.nodes_of])
 
@@ -253,7 +267,11 @@ class ActorPools:
         """Wait for the first actors; ones still unplaced after ``READY_TIMEOUT_S`` (the
         nodes that could host them are held by other work) stop the run, naming them."""
         done, waiting = ray.wait(ready, num_returns=len(ready), timeout=READY_TIMEOUT_S)
-        ray.get(done)  # an actor that failed to start raises its own error here
+        # an actor that failed to start raises its own error here
+        started = dict(zip(done, ray.get(done), strict=True))
+        for key, ref in zip(self.nodes_of, ready, strict=True):
+            if ref in started:
+                self.node_of[key] = started[ref]
         if waiting:
             keys = [key for key, ref in zip(self.nodes_of, ready, strict=True)
                     if ref in waiting]
@@ -265,7 +283,8 @@ class ActorPools:
                 "busy with other work (ray status shows what holds them)")
 
     def _start(self, key: ActorKey) -> Any:
-        """Create the actor for ``key`` and register its nodes; returns the ready ref."""
+        """Create the actor for ``key`` and register its nodes; returns the ready ref (it
+        resolves to the Ray node id the actor runs on)."""
         profile = self.profiles[key[0]]
         actor = _RemoteActor.options(**actor_options(profile)).remote(
             self.client_app_ref, profile.name, self.timer, self.registrations, self.vectorize)
@@ -289,18 +308,13 @@ class ActorPools:
         self.replaced += 1
 
     def _start_replacement(self, key: ActorKey, retry: bool = True) -> None:
-        """Start ``key``'s new actor if a live node can host it, and wait for it at most
-        ``ready_timeout_s``; else :class:`ProfileUnhostable`, naming the profile."""
+        """Start ``key``'s new actor once a live node can host it (:meth:`_await_host`), and
+        wait for it at most ``ready_timeout_s``; else :class:`ProfileUnhostable`, naming the
+        profile."""
         profile = self.profiles[key[0]]
-        nodes = cluster_nodes()
-        if not any(actors_fitting(profile, node) for node in nodes):
-            raise ProfileUnhostable(
-                f"no live node of the Ray cluster can host a replacement actor of profile "
-                f"{profile.name!r} any more ({_unhostable(profile, 1, 0, nodes)}); the run "
-                "stops here: resume it from its last checkpoint (fedsim run --resume) once a "
-                "node that can host the profile has joined")
+        self._await_host(profile)
         try:
-            ray.get(self._start(key), timeout=self.ready_timeout_s)
+            self.node_of[key] = ray.get(self._start(key), timeout=self.ready_timeout_s)
         except ray.exceptions.GetTimeoutError:
             ray.kill(self.actors[key], no_restart=True)
             raise ProfileUnhostable(
@@ -317,6 +331,57 @@ class ActorPools:
                 f"the replacement actor of profile {profile.name!r} died too, on a node that "
                 "was going away; the run stops here: resume it from its last checkpoint "
                 "(fedsim run --resume)") from None
+
+    def _live_nodes(self) -> list[dict[str, Any]]:
+        """Ray's nodes, those found gone with an actor counted dead even before Ray says so."""
+        return [{**n, "Alive": False} if n.get("NodeID") in self.lost_nodes else n
+                for n in cluster_nodes()]
+
+    def _await_host(self, profile: DeviceProfile) -> None:
+        """Return once a live node can host an actor of ``profile``. When none can, wait up
+        to ``host_wait_s`` for one to join the cluster (re-reading Ray's node table every
+        ``HOST_POLL_S``), saying so in the run log; then :class:`ProfileUnhostable`."""
+        nodes = self._live_nodes()
+        if any(actors_fitting(profile, node) for node in nodes):
+            return
+        if self.host_wait_s > 0:
+            print(f"fedsim: no live node of the Ray cluster can host a replacement actor of "
+                  f"profile {profile.name!r}; waiting up to {self.host_wait_s:g} s "
+                  "(engine.phase_timeout_s) for one to join", file=sys.stderr, flush=True)
+            end = time.monotonic() + self.host_wait_s
+            while time.monotonic() < end:
+                time.sleep(HOST_POLL_S)
+                nodes = self._live_nodes()
+                hosts = [n.get("NodeID", "?") for n in nodes if actors_fitting(profile, n)]
+                if hosts:
+                    print(f"fedsim: Ray node {hosts[0][:8]} can host profile "
+                          f"{profile.name!r}: its replacement actor starts there",
+                          file=sys.stderr, flush=True)
+                    return
+        waited = f" (waited {self.host_wait_s:g} s for one to join)" if self.host_wait_s else ""
+        raise ProfileUnhostable(
+            f"no live node of the Ray cluster can host a replacement actor of profile "
+            f"{profile.name!r} any more{waited} ({_unhostable(profile, 1, 0, nodes)}); the "
+            "run stops here: resume it from its last checkpoint (fedsim run --resume) once a "
+            "node that can host the profile has joined")
+
+    def lost_with_node(self, key: ActorKey, error: Exception) -> str | None:
+        """The id of the Ray node that went away with actor ``key`` (its call failed with
+        ``error``), or None when the actor died on a node that is still alive (its own
+        process ended: a client killed it). A node is gone when Ray reports it dead, or when
+        Ray could not reach the actor at all (``ActorUnavailableError``: the connection to
+        its node broke and Ray's health checks have not yet declared the node dead), unless
+        that node is the driver's own, which is alive as long as the driver is."""
+        node = self.node_of.get(key)
+        if node is None:
+            return None
+        alive = {n.get("NodeID") for n in cluster_nodes() if n.get("Alive", False)}
+        unreachable = isinstance(error, ray.exceptions.ActorUnavailableError) \
+            and node != _driver_node()
+        if node not in alive or unreachable:
+            self.lost_nodes.add(node)
+            return node
+        return None
 
     def export_states(self) -> dict[int, Any]:
         """Every live actor's nodes' states, by partition id. An actor that died since its

@@ -14,6 +14,12 @@ copied back to the driver after every call (``client_state_backup``), so that wh
 dies or hangs, the nodes it held resume on its replacement from their last completed call, as
 on Flower's SuperNodes, which keep the Contexts when a ClientApp process dies.
 
+An actor that goes away with its Ray node (a machine of the cluster lost) costs its clients
+their work of the phase under way: they count as crashed, and the replacement starts on a live
+node that can host the profile, waiting up to ``phase_timeout_s`` for one to join (docs/cluster.md).
+An actor whose own process died on a live node runs its batch again one client per call on the
+replacement, so that only the client that killed it fails (fault isolation).
+
 Replies come back in the order of the instructions, whatever the number of actors and the order
 in which they finish, so a seeded run gives the same results on 1 actor or 100.
 
@@ -28,6 +34,7 @@ depend on the actor count either; ``fold_counts`` says how many clients each sta
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -117,6 +124,8 @@ class RayGrid(VirtualGrid):
         self.phase_timeout_s = phase_timeout_s
         if phase_timeout_s:  # a replacement actor waits for a node no longer than a phase
             self.pools.ready_timeout_s = phase_timeout_s + REPLACEMENT_GRACE_S
+            # and for a node that can host it to join (one that joins mid-run is used)
+            self.pools.host_wait_s = phase_timeout_s
         # shared records up to this size travel inside each actor call (Ray's limit for
         # arguments it sends directly); larger ones are put in the object store once
         self.inline_bytes = inline_bytes
@@ -291,11 +300,15 @@ class RayGrid(VirtualGrid):
             table, items = self._calls.pop(ref)
             try:
                 outcomes, folded, states = ray.get(ref)
-            except ray.exceptions.RayActorError:
+            except ray.exceptions.RayActorError as exc:
                 started = time.monotonic()
                 self.dead_actors += 1
-                self._replace(key)
-                self._rerun_singly(key, batch, table, items)
+                lost = self.pools.lost_with_node(key, exc)
+                if lost is None:  # its own process died: find the client that killed it
+                    self._replace(key)
+                    self._rerun_singly(key, batch, table, items)
+                else:  # its node went away, and this round's work of its clients with it
+                    self._node_lost(key, batch, lost)
                 self.recovery_s += time.monotonic() - started
                 continue
             except Exception as exc:  # noqa: BLE001 - an engine error must not hang the run
@@ -303,6 +316,19 @@ class RayGrid(VirtualGrid):
                            or str(exc))
                 continue
             self._accept(batch, outcomes, folded, states)
+
+    def _node_lost(self, key: ActorKey, batch: list[str], node: str) -> None:
+        """The actor ``key`` went away with its Ray node ``node``: the clients of ``batch``
+        count as crashed in this round (as clients on a machine that dies mid-round), and a
+        replacement actor starts on a live node that can host the profile (one that joins
+        meanwhile included), or the run stops resumably (:class:`ProfileUnhostable`)."""
+        name = self.profiles[key[0]].name
+        print(f"fedsim: Ray node {node[:8]} was lost with an actor of profile {name!r}: its "
+              f"{len(batch)} client(s) of this phase count as crashed; starting a replacement",
+              file=sys.stderr, flush=True)
+        self._fail(batch, "crashed", ErrorCode.CLIENT_APP_CRASHED,
+                   f"the Ray node {node[:8]} running this client's actor was lost")
+        self._replace(key)
 
     def _rerun_singly(self, key: ActorKey, batch: list[str], table: Any,
                       items: list[Any]) -> None:

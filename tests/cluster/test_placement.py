@@ -10,14 +10,16 @@ import pytest
 
 from fedsim.config.errors import ConfigError
 from fedsim.config.schema import DeviceProfile
+from fedsim.engine import pool
 from fedsim.engine.pool import (
+    ActorPools,
     actor_options,
     actors_fitting,
     check_hostable,
     label_matches,
     pool_sizes,
 )
-from fedsim.engine.profiles import build_profiles
+from fedsim.engine.profiles import ProfileUnhostable, build_profiles
 from fedsim.engine.ray_engine import cluster_runtime_env, node_summary, plugin_refs
 
 
@@ -127,3 +129,61 @@ def test_a_joined_cluster_gets_the_project_and_local_plugins(tmp_path, monkeypat
     kept = env["env_vars"].get("PYTHONPATH", "").split(os.pathsep)
     assert str(shipped[0].parent) not in kept and env["env_vars"]["OMP_NUM_THREADS"] == "1"
     assert "__pycache__" in env["excludes"]
+
+
+def _pools(monkeypatch, tables: list[list[dict]]) -> ActorPools:
+    """Pools without Ray: actor (0, 0) ran on node bbbb2222; ``ray.nodes()`` answers the
+    ``tables`` one after the other (the last one from then on)."""
+    answers = iter(tables)
+    last: list[list[dict]] = []
+
+    def nodes() -> list[dict]:
+        last[:] = [next(answers, None) or last[0]]
+        return last[0]
+
+    monkeypatch.setattr(pool, "cluster_nodes", nodes)
+    monkeypatch.setattr(pool, "HOST_POLL_S", 0.001)
+    pools = ActorPools.__new__(ActorPools)
+    pools.node_of, pools.lost_nodes, pools.host_wait_s = {(0, 0): "bbbb2222"}, set(), 0.0
+    return pools
+
+
+def test_an_actor_is_lost_with_its_node_when_ray_says_so_or_cannot_reach_it(
+        monkeypatch) -> None:
+    import ray
+
+    died = ray.exceptions.ActorDiedError()
+    gone = {**SITE_B, "Alive": False}
+    assert _pools(monkeypatch, [[SITE_A, SITE_B]]).lost_with_node((0, 0), died) is None
+    pools = _pools(monkeypatch, [[SITE_A, gone]])
+    assert pools.lost_with_node((0, 0), died) == "bbbb2222"
+    assert pools.lost_nodes == {"bbbb2222"}
+    # Ray has not declared the node dead yet, but the connection to the actor broke
+    unreachable = ray.exceptions.ActorUnavailableError("RPC error: Socket closed", None)
+    pools = _pools(monkeypatch, [[SITE_A, SITE_B]])
+    assert pools.lost_with_node((0, 0), unreachable) == "bbbb2222"
+    # ... so a replacement is not offered that node, though Ray still lists it alive
+    with pytest.raises(ProfileUnhostable, match="profile 'b' any more .*can hold 0"):
+        pools._await_host(DeviceProfile(name="b", resources={"siteB": 1}))
+    # the driver's own node is alive as long as the driver is: that actor's process died
+    monkeypatch.setattr(pool, "_driver_node", lambda: "bbbb2222")
+    assert _pools(monkeypatch, [[SITE_A, SITE_B]]).lost_with_node((0, 0), unreachable) is None
+
+
+def test_a_replacement_waits_for_a_node_that_joins_within_its_limit(monkeypatch,
+                                                                    capsys) -> None:
+    site_b = DeviceProfile(name="b", resources={"siteB": 1})
+    joined = _node("cccc3333", siteB=1.0)
+    pools = _pools(monkeypatch, [[SITE_A]] * 3 + [[SITE_A, joined]])
+    pools.host_wait_s = 60.0
+    pools._await_host(site_b)
+    err = capsys.readouterr().err
+    assert "profile 'b'; waiting up to 60 s (engine.phase_timeout_s)" in err
+    assert "Ray node cccc3333 can host profile 'b'" in err
+    pools = _pools(monkeypatch, [[SITE_A]])  # no node ever joins: a bounded wait, then stop
+    pools.host_wait_s = 0.05
+    with pytest.raises(ProfileUnhostable, match=r"any more \(waited 0.05 s for one to join\)"):
+        pools._await_host(site_b)
+    pools = _pools(monkeypatch, [[SITE_A], [SITE_A, joined]])  # no phase limit: no wait
+    with pytest.raises(ProfileUnhostable, match="any more \\(profile"):
+        pools._await_host(site_b)

@@ -1,6 +1,7 @@
 """fedsim on a two-node Ray cluster: profiles pinned to the nodes' custom resources land there
-(as Ray's own actor table says), the run equals a single-machine run bit for bit, and a
-profile no node can host fails at once with a message naming it."""
+(as Ray's own actor table says), the run equals a single-machine run bit for bit, a profile
+no node can host fails at once with a message naming it, and each partition is loaded by the
+actor that trains it, never by the driver."""
 
 from __future__ import annotations
 
@@ -115,3 +116,55 @@ def test_actors_whose_only_node_is_busy_stop_the_run_naming_them(
         assert "1 actor(s) of profile(s) 'at-b' found no free node within 5 s" in err
     finally:
         ray.shutdown()
+
+
+PROBE = '''"""A digits data source that notes which process reads what (tests/cluster)."""
+import os
+
+from fedsim.tasks.datasets import DigitsSource
+
+LOG = {log!r}
+
+
+def _note(call, partition_id):
+    with open(LOG, "a") as log:  # one short append per call: whole lines, whoever writes
+        log.write(f"{{os.getpid()}} {{call}} {{partition_id}}\\n")
+
+
+class ProbedDigits(DigitsSource):
+    def client_data(self, partition_id):
+        _note("client_data", partition_id)
+        return super().client_data(partition_id)
+
+    def partition_size(self, partition_id):
+        _note("partition_size", partition_id)
+        return super().partition_size(partition_id)
+'''
+
+
+def test_partitions_are_loaded_by_the_actor_that_trains_them_never_by_the_driver(
+        tmp_path, two_node_cluster, monkeypatch) -> None:
+    """A dataset plugin (a local module, shipped to the nodes) notes the pid of every
+    process that loads a partition: each partition is loaded only by the actor that holds
+    it (its pid from Ray's actor table), never by the driver, which only sizes them."""
+    cluster, _ = two_node_cluster
+    log = tmp_path / "data-calls.txt"
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "fsc_probe_data.py").write_text(PROBE.format(log=str(log)))
+    monkeypatch.syspath_prepend(str(plugins))
+    code, run_dir = run_cli(tmp_path / "probed", *SMALL,
+                            'task.dataset="fsc_probe_data:ProbedDigits"',
+                            f'engine.ray_address="{cluster.address}"', engine="ray",
+                            config=str(pinned_config(tmp_path)))
+    assert code == 0
+    calls = [line.split() for line in log.read_text().splitlines()]
+    loads = {(int(part), int(pid)) for pid, call, part in calls if call == "client_data"}
+    table = cluster.global_state.actor_table(None)
+    holder = {part: table[actor["actor_id"]]["Pid"]
+              for actor in json.loads((run_dir / "actors.json").read_text())
+              for part in actor["partitions"]}
+    assert sorted(holder) == list(range(10)) and os.getpid() not in holder.values()
+    assert loads == set(holder.items())  # every partition, by its own actor only
+    driver = {call for pid, call, _ in calls if int(pid) == os.getpid()}
+    assert driver <= {"partition_size"}  # sizes (for placement by local work), no examples
