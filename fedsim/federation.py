@@ -3,8 +3,9 @@
 Per round: the strategy configures training, the Grid carries the messages and meters them in
 both directions (a :class:`~fedsim.engine.metering_grid.MeteringGrid` around the engine's grid,
 the layer a foreign Flower app is metered by too), the strategy aggregates, then federated and
-central evaluation when due, and one record is appended to metrics.jsonl. Written out (rather than ``Strategy.start``) for the
-evaluation cadence, per-round records and metering; the strategy only sees its usual hooks.
+central evaluation when due, and one record is appended to metrics.jsonl. Written out (rather
+than ``Strategy.start``) for the evaluation cadence and per-round records; the strategy only
+sees its usual hooks.
 
 A round's times end when its model is ready. What is left of it (the central evaluation and
 its row) needs only that model, so an engine that can (``run_while_waiting``, fedsim's Ray
