@@ -19,7 +19,6 @@ sampling RNG, never crossed the grid): ``fedsim simulate --resume`` is refused
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, Message
 
-from fedsim.safe_state import StateFileError, read_state, write_state
+from fedsim.safe_state import StateFileError, read_state, write_state_atomic
 
 APP_CHECKPOINT_FILE = "app_checkpoint.npz"
 FINAL_MODEL_FILE = "final_model.npz"
@@ -89,16 +88,7 @@ def save_app_model(path: Path, model: SentModel, rows: list[dict[str, Any]],
              "same_for_all": model.same_for_all, "metrics": rows,
              "arrays": {name: {k: a.numpy() for k, a in rec.items()}
                         for name, rec in model.records.items()}}
-    tmp = path.with_suffix(".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write_state(f, state)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_state_atomic(path, state)
 
 
 def load_app_model(path: Path) -> dict[str, Any]:
