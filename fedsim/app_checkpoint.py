@@ -76,7 +76,7 @@ def sent_model(messages: list[Message], server_round: int, phase: str) -> SentMo
 def _same_arrays(a: dict[str, dict[str, Array]], b: dict[str, dict[str, Array]]) -> bool:
     return a.keys() == b.keys() and all(
         a[r].keys() == b[r].keys() and all(
-            x.dtype == y.dtype and x.shape == y.shape and x.data == y.data
+            x is y or (x.dtype == y.dtype and x.shape == y.shape and x.data == y.data)
             for x, y in ((a[r][k], b[r][k]) for k in a[r]))
         for r in a)
 

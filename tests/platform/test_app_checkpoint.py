@@ -149,3 +149,24 @@ def test_resume_is_refused_with_the_reason(tmp_path: Path,
     err = capsys.readouterr().err
     assert "--resume" in err and "cannot resume" in err and "strategy" in err
     assert "fedsim.load(DIR).arrays()" in err
+
+
+def test_a_model_per_client_is_told_apart() -> None:
+    from flwr.app import MessageType
+
+    from fedsim.app_checkpoint import sent_model
+
+    def to(node: int, w: np.ndarray) -> Message:
+        return Message(RecordDict({"arrays": record_of({"w": w})}), dst_node_id=node,
+                       message_type=MessageType.TRAIN)
+
+    w = np.arange(6, dtype=np.float32)
+    same = sent_model([to(1, w), to(2, w.copy())], 4, "train")  # equal bits, other objects
+    assert same is not None and same.same_for_all and same.round == 4
+    other = w.copy()
+    other[5] = np.nextafter(other[5], np.float32(9))  # one bit apart
+    apart = sent_model([to(1, w), to(2, other)], 4, "train")
+    assert apart is not None and not apart.same_for_all
+    assert apart.records["arrays"]["w"].numpy().tobytes() == w.tobytes()  # the first's
+    assert sent_model([Message(RecordDict({}), dst_node_id=1,
+                               message_type=MessageType.TRAIN)], 1, "train") is None
