@@ -170,3 +170,15 @@ def test_a_model_per_client_is_told_apart() -> None:
     assert apart.records["arrays"]["w"].numpy().tobytes() == w.tobytes()  # the first's
     assert sent_model([Message(RecordDict({}), dst_node_id=1,
                                message_type=MessageType.TRAIN)], 1, "train") is None
+
+
+@pytest.mark.slow
+def test_ray_engine_saves_the_same_model_as_the_clients_got_in_process(tmp_path: Path) -> None:
+    RECEIVED.clear()
+    on_ray = simulate(server_app, client_app, NUM_CLIENTS, engine="ray",
+                      run_config={"num-server-rounds": 2}, out=tmp_path / "ray",
+                      progress=False, checkpoint_every=2, engine_options={"num_cpus": 2})
+    in_process = run(tmp_path, rounds=2, every=2)  # its clients fill RECEIVED
+    assert same_bits(on_ray.arrays(checkpoint=True), RECEIVED[(2, "train", 1)])
+    assert same_bits(on_ray.arrays(), in_process.arrays())
+    assert same_bits(on_ray.arrays(), FINAL)
