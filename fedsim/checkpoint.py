@@ -29,7 +29,7 @@ from flwr.app import Array, ArrayRecord
 
 from fedsim.comm.codec import Codec
 from fedsim.config.errors import ConfigError
-from fedsim.safe_state import StateFileError, read_state, write_state
+from fedsim.safe_state import StateFileError, read_state, write_state_atomic
 
 CHECKPOINT_FILE = "checkpoint.npz"
 LEGACY_FILE = "checkpoint.pkl"  # before fedsim refused pickle: never loaded
@@ -84,17 +84,8 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
 
     A value the format does not hold raises UnsupportedState before anything is written; a
     failed write (a full disk) removes the temporary file and raises."""
-    path = Path(run_dir) / CHECKPOINT_FILE
-    tmp = path.with_suffix(".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write_state(f, {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt)})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_state_atomic(Path(run_dir) / CHECKPOINT_FILE,
+                       {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt)})
 
 
 def checkpoint_error(run_dir: Path, detail: str) -> ConfigError:

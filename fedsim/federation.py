@@ -1,9 +1,11 @@
 """The round loop of a fedsim run: what the ServerApp does, identically under every engine.
 
-Per round: the strategy configures training, the Grid carries the messages, the meter measures
-both directions, the strategy aggregates, then federated and central evaluation when due, and
-one record is appended to metrics.jsonl. Written out (rather than ``Strategy.start``) for the
-evaluation cadence, per-round records and metering; the strategy only sees its usual hooks.
+Per round: the strategy configures training, the Grid carries the messages and meters them in
+both directions (a :class:`~fedsim.engine.metering_grid.MeteringGrid` around the engine's grid,
+the layer a foreign Flower app is metered by too), the strategy aggregates, then federated and
+central evaluation when due, and one record is appended to metrics.jsonl. Written out (rather
+than ``Strategy.start``) for the evaluation cadence and per-round records; the strategy only
+sees its usual hooks.
 
 A round's times end when its model is ready. What is left of it (the central evaluation and
 its row) needs only that model, so an engine that can (``run_while_waiting``, fedsim's Ray
@@ -22,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -40,7 +42,9 @@ from fedsim.checkpoint import (
     save_checkpoint,
     truncate_metrics,
 )
+from fedsim.comm.meter import CommMeter
 from fedsim.config.schema import EngineConfig, ExperimentConfig
+from fedsim.engine.metering_grid import MeteringGrid
 from fedsim.engine.threads import driver_threads
 from fedsim.results.plots import plot_runs
 from fedsim.results.summary import summarize
@@ -57,18 +61,6 @@ from strategies.registry import Sampling, get_strategy
 from strategies.robust import configure_robustness
 
 log = logging.getLogger("fedsim")
-
-
-class RoundMeter(Protocol):
-    """Measures the messages of a round in both directions (see ``fedsim/comm``)."""
-
-    def downlink(self, messages: list[Message],
-                 wire_bytes: list[int | None] | None = None) -> None: ...
-
-    def uplink(self, replies: list[Message], wire_bytes: list[int | None] | None = None,
-               folded: list[tuple[int, int, int]] = ()) -> None: ...
-
-    def end_round(self) -> dict[str, Any]: ...
 
 
 def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0,
@@ -171,27 +163,6 @@ def _add_columns(record: dict[str, Any], values: dict[str, Any]) -> None:
         record[column] = value
 
 
-def _measured_reply_bytes(grid: Grid, replies: list[Message]) -> list[int | None] | None:
-    """Serialized sizes of ``replies`` that the engine measured where they were produced
-    (fedsim's Ray actors, in parallel), so the meter need not measure them again."""
-    lookup = getattr(grid, "measured_reply_bytes", None)
-    return lookup(replies) if lookup else None
-
-
-def _meter_downlink(meter: RoundMeter, grid: Grid, messages: list[Message]) -> None:
-    """Meter the instructions, with the sizes the engine measured for its clock if it did."""
-    lookup = getattr(grid, "measured_instruction_bytes", None)
-    meter.downlink(messages, lookup(messages) if lookup else None)
-
-
-def _meter_uplink(meter: RoundMeter, grid: Grid, replies: list[Message]) -> None:
-    """Meter the clients' replies: folded ones (``engine.fold_replies``) by the receipts the
-    engine took of each client's own reply, not by the sum that stands for them."""
-    folded = getattr(grid, "fold_counts", {})
-    sent = [r for r in replies if id(r) not in folded] if folded else replies
-    meter.uplink(sent, _measured_reply_bytes(grid, sent), getattr(grid, "fold_receipts", []))
-
-
 def _reply_folding(cfg: ExperimentConfig, grid: Grid) -> bool:
     """Whether this run folds train replies in the engine (``engine.fold_replies``)."""
     if not cfg.engine.fold_replies:
@@ -203,14 +174,6 @@ def _reply_folding(cfg: ExperimentConfig, grid: Grid) -> bool:
         log.warning("engine.fold_replies is ignored: only the fedsim Ray engine folds replies")
         return False
     return True
-
-
-def _client_traffic(meter: RoundMeter, strategy: Any) -> dict[str, Any]:
-    """This round's uplink/downlink bytes of each client, keyed by partition id."""
-    by_partition = getattr(meter, "traffic_by_partition", None)
-    if by_partition is None:
-        return {}
-    return by_partition(getattr(strategy, "node_partitions", {}) or {})
 
 
 class OnceLater:
@@ -263,11 +226,11 @@ def _export_client_states(grid: Grid) -> dict[int, Any] | None:
     return export() if export else None
 
 
-def _resume(ckpt: Checkpoint, strategy: Any, meter: RoundMeter | None, grid: Grid,
+def _resume(ckpt: Checkpoint, strategy: Any, meter: CommMeter, grid: Grid,
             run_dir: Path) -> tuple[int, float, ArrayRecord]:
     """Restore a checkpoint; return (first round to run, clock offset, global arrays)."""
     vars(strategy).update(ckpt.strategy_state)
-    if meter is not None and ckpt.meter_state is not None:
+    if ckpt.meter_state is not None:
         vars(meter).update(ckpt.meter_state)
     if ckpt.client_states is not None and hasattr(grid, "import_client_states"):
         grid.import_client_states(ckpt.client_states)
@@ -305,9 +268,15 @@ def _with_changes(cfg: ExperimentConfig, changes: dict[str, Any]) -> ExperimentC
 
 
 def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
-                   meter: RoundMeter | None = None) -> dict[str, Any]:
-    """Run all rounds of ``cfg`` over ``grid``, writing the results folder ``run_dir``."""
+                   meter: CommMeter | None = None) -> dict[str, Any]:
+    """Run all rounds of ``cfg`` over ``grid``, writing the results folder ``run_dir``.
+
+    Every message goes through a :class:`~fedsim.engine.metering_grid.MeteringGrid` around
+    ``grid`` that meters it (training phases in ``meter``, a new ``CommMeter`` if None); the
+    loop closes its rounds."""
     start = time.monotonic()
+    grid = MeteringGrid(grid, meter)
+    meter = grid.meter
     random.seed(cfg.seed)  # Flower's samplers draw from the global `random`
     spec = get_strategy(cfg.strategy_name)
     params = spec.params_cls(**cfg.strategy_params)
@@ -316,6 +285,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     strategy = spec.build_server(params, Sampling(n, cfg.train.clients_per_round, fed_clients))
     refused_nodes: list[dict[str, Any]] = []
     strategy.bind_nodes(discover_partitions(grid, n, problems=refused_nodes), cfg.seed)
+    grid.end_side_traffic()  # the partition query's bytes are in no round
     strategy.node_wait_s = cfg.train.node_wait_s
 
     kind = task_kind(cfg)
@@ -336,7 +306,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     def checkpoint(done: int) -> None:
         save_checkpoint(run_dir, Checkpoint(
             round=done, arrays=arrays_to_numpy(arrays), strategy_state=object_state(strategy),
-            meter_state=object_state(meter) if meter else None,
+            meter_state=object_state(meter),
             client_states=_export_client_states(grid),
             wall_seconds=clock_offset + time.monotonic() - start,
             metrics_lines=done + 1, rng=capture_rng()))
@@ -350,8 +320,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
     def close_round(rnd: int, record: dict[str, Any], model: ArrayRecord,
                     problems: list[dict[str, Any]]) -> None:
         """What is left of a round once its model is ready: central evaluation, its row."""
-        if meter:  # the meter's per-client snapshot of the round holds till the next ends
-            record.update(_client_traffic(meter, strategy))
+        # the meter's per-client snapshot of the round holds till the next round ends
+        record.update(grid.client_traffic(getattr(strategy, "node_partitions", {}) or {}))
         if _due(cfg.eval.central_every, rnd, cfg.train.rounds):
             record.update(evaluate(model, rnd))
         _report_problems(problems, rnd, writer)
@@ -376,16 +346,12 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 grid.run_while_waiting(pending.run)
             replies = list(grid.send_and_receive(messages))
             pending.run()  # unless the grid has run it while the actors trained
-            if meter:
-                _meter_downlink(meter, grid, messages)
-                _meter_uplink(meter, grid, replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is not None:
                 arrays = kind.server_update(new_arrays, rnd)
             _add_columns(record, _metric_values(train_metrics, "train_"))
             record.update(strategy.round_report)
-            if meter:
-                record.update(meter.end_round())
+            record.update(grid.end_round_traffic())
             if fed_clients and _due(cfg.eval.federated_every, rnd, cfg.train.rounds):
                 eval_messages = list(strategy.configure_evaluate(
                     rnd, arrays, ConfigRecord({SETUP_KEY: setup}), grid))
@@ -394,8 +360,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig, run_dir: Path,
                 _add_columns(record, _metric_values(eval_metrics, "federated_"))
                 for key in ("evaluate_failures", "evaluate_rejected", "evaluate_empty"):
                     record[key] = strategy.round_report.get(key, 0)
-            if hasattr(grid, "end_round"):  # engines with a virtual clock (fedsim's Ray grid)
-                record.update(grid.end_round())
+            record.update(grid.end_side_traffic())
+            record.update(grid.end_clock_round())  # engines with a virtual clock (Ray grid)
             # the round's times end when its model is ready; its central evaluation is
             # counted in the next round's, or hidden there by an engine that overlaps it
             now = time.monotonic()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedsim.results.writer import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_metrics
 
 
@@ -45,6 +47,31 @@ class RunResult:
         explicit), as nested dicts; empty where the folder holds none."""
         path = self.run_dir / CONFIG_FILE
         return tomllib.loads(path.read_text()) if path.exists() else {}
+
+    def arrays(self, checkpoint: bool = False) -> dict[str, np.ndarray]:
+        """The global model saved in the folder, by parameter name, bit for bit as sent.
+
+        A Flower app's run (``fedsim.simulate``): the last model it sent (``final_model.npz``),
+        or with ``checkpoint`` the one the clients received in the last checkpointed round
+        (``app_checkpoint.npz``); its ArrayRecord ``"arrays"`` (Flower's name), else its only
+        one. A fedsim run: the arrays of its latest resumable checkpoint (``checkpoint.npz``,
+        written at the end too). ValueError naming the file when there is none or fedsim did
+        not write it (nothing is unpickled)."""
+        from fedsim.app_checkpoint import APP_CHECKPOINT_FILE, FINAL_MODEL_FILE, load_app_model
+        from fedsim.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+        app_file = self.run_dir / (APP_CHECKPOINT_FILE if checkpoint else FINAL_MODEL_FILE)
+        if app_file.exists():
+            records = load_app_model(app_file)["arrays"]
+            if "arrays" in records or len(records) == 1:
+                return dict(records.get("arrays") or next(iter(records.values())))
+            raise ValueError(f"{app_file} holds the ArrayRecords {sorted(records)}, none named "
+                             "'arrays': read them with fedsim.app_checkpoint.load_app_model")
+        ckpt = load_checkpoint(self.run_dir)
+        if ckpt is None:
+            raise ValueError(f"{self.run_dir} holds no saved model ({app_file.name} or "
+                             f"{CHECKPOINT_FILE}; checkpoint_every = 0 saves none)")
+        return dict(ckpt.arrays)
 
     def column(self, key: str) -> list[Any]:
         """One metric across rounds (None in rounds that did not record it)."""

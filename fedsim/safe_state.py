@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +146,22 @@ def write_state(f: BinaryIO, state: Any) -> None:
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     np.savez(f, allow_pickle=False, **{STATE_ENTRY: np.frombuffer(text.encode(), np.uint8)},
              **enc.arrays)
+
+
+def write_state_atomic(path: Path, state: Any) -> None:
+    """Write ``state`` to ``path`` through a temporary file, fsync and rename: a reader sees
+    the old file or the new one. A value the format does not hold raises UnsupportedState
+    before anything is written; a failed write (a full disk) removes the temporary file."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write_state(f, state)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_state(path: Path) -> Any:

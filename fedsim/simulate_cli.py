@@ -2,11 +2,13 @@
 
     fedsim simulate APP [--profiles FILE] [--run-config KEY=VALUE ...] [--num-supernodes N]
                         [--engine ray|inprocess] [--out DIR] [--seed S] [--compare-flower]
+                        [--checkpoint-every K]
 
 Reads the app's ``pyproject.toml`` as ``flwr run`` does, runs it with :func:`fedsim.simulate`
 (results folder, byte meter, device profiles, virtual clock) and prints the metered uplink
 and downlink and the seconds per round; ``--compare-flower`` then runs the same app under
-Flower's simulation (``flwr run``) and prints the speed-up.
+Flower's simulation (``flwr run``) and prints the speed-up. ``--resume`` is refused with the
+reason (:data:`fedsim.app_checkpoint.RESUME_REFUSAL`): the app's strategy state is its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import statistics
 import sys
 from typing import Any
 
+from fedsim.app_checkpoint import RESUME_REFUSAL
 from fedsim.config.errors import ConfigError
 from fedsim.flower_app import (
     FLOWER_DEFAULT_SUPERNODES,
@@ -40,6 +43,8 @@ def seconds_per_round(rows: list[dict[str, Any]]) -> float | None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from fedsim.simulation import simulate
 
+    if args.resume is not None:
+        raise ConfigError("--resume", args.resume, RESUME_REFUSAL)
     app = read_flower_app(args.app)
     run_config = run_config_overrides(app, args.run_config)
     n = args.num_supernodes if args.num_supernodes is not None else \
@@ -55,7 +60,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     result = simulate(app.serverapp, app.clientapp, n, profiles=profiles, engine=args.engine,
                       run_config=run_config, out=args.out, seed=args.seed,
                       progress=not args.no_progress, name=app.name,
-                      app_paths=[str(app.path)])
+                      app_paths=[str(app.path)], checkpoint_every=args.checkpoint_every)
     s = result.summary
     per_round = seconds_per_round(result.metrics)
     print(f"results: {result.run_dir}")
@@ -96,6 +101,11 @@ def add_simulate_parser(sub: argparse._SubParsersAction) -> None:
                      "Python's random (default 0)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar; Flower's "
                      "log shown")
+    sim.add_argument("--checkpoint-every", type=int, default=5, metavar="K",
+                     help="save the model the clients received every K rounds, and the last "
+                     "one sent at the end (0: never; default 5)")
+    sim.add_argument("--resume", metavar="DIR", help="refused, with the reason: a Flower "
+                     "app's strategy state lives in its own ServerApp, so it cannot resume")
     sim.add_argument("--compare-flower", action="store_true",
                      help="also run the app under Flower's simulation and print the speed-up")
     sim.set_defaults(func=cmd_simulate)

@@ -3,7 +3,8 @@
 The apps run unchanged: the ServerApp in this process over fedsim's Ray grid (one actor pool per
 device profile, the virtual clock) or the in-process grid, wrapped in a
 :class:`~fedsim.engine.metered_grid.MeteredGrid`, so the run gets a results folder like a fedsim
-run (``metrics.jsonl`` with bytes both ways per round, ``summary.json``, plots, progress bar).
+run (``metrics.jsonl`` with bytes both ways per round, ``summary.json``, plots, progress bar,
+and every ``checkpoint_every`` rounds the model the clients received, :mod:`fedsim.app_checkpoint`).
 
     from fedsim.simulation import simulate
     result = simulate("app.server_app:app", "app.client_app:app", 10,
@@ -123,7 +124,7 @@ def simulate(server_app: ServerApp | str, client_app: ClientApp | str, num_clien
              run_config: dict[str, Any] | None = None, out: str | Path | None = None,
              seed: int = 0, progress: bool = True, name: str = "flower-app",
              engine_options: dict[str, Any] | None = None,
-             app_paths: Sequence[str] = ()) -> RunResult:
+             app_paths: Sequence[str] = (), checkpoint_every: int = 5) -> RunResult:
     """Run a Flower ServerApp and ClientApp on the fedsim engine; return the results folder.
 
     Args:
@@ -145,11 +146,18 @@ def simulate(server_app: ServerApp | str, client_app: ClientApp | str, num_clien
             ``deadline_s``, ``compute_timer``, ...), validated like a config's.
         app_paths: folders the actors need on their ``PYTHONPATH`` to import the apps (the
             folders of modules already imported here are found on their own).
+        checkpoint_every: every k rounds save the global model as the round's training
+            instructions carried it, with the rows so far (``app_checkpoint.npz``), and the
+            last model sent at the end (``final_model.npz``); 0: never. Read them with
+            ``RunResult.arrays``. A run cannot resume from them (``app_checkpoint``).
     """
     if engine not in SIMULATE_ENGINES:
         raise ConfigError("engine", engine, f"one of {', '.join(SIMULATE_ENGINES)}")
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
         raise ConfigError("num_clients", num_clients, "a positive integer")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+            or checkpoint_every < 0:
+        raise ConfigError("checkpoint_every", checkpoint_every, "an integer >= 0 (0: never)")
     run_config = dict(run_config or {})
     settings = engine_settings(profiles, engine_options, num_clients, seed)
     if engine == "inprocess" and (profiles or engine_options):
@@ -179,12 +187,13 @@ def simulate(server_app: ServerApp | str, client_app: ClientApp | str, num_clien
         if engine == "ray":
             folders = [*app_paths, *filter(None, [module_root(client_ref)])]
             _run_on_ray(server, client_ref, num_clients, run_config, settings,
-                        seed, run_dir, name, progress, folders)
+                        seed, run_dir, name, progress, folders, checkpoint_every)
         else:
             from fedsim.engine.inprocess import InProcessGrid
 
             grid = InProcessGrid(client, num_clients, run_config, seed=seed)
-            _run_metered(server, grid, run_config, seed, run_dir, name, progress)
+            _run_metered(server, grid, run_config, seed, run_dir, name, progress,
+                         checkpoint_every)
     finally:
         if watcher is not None:
             watcher.stop()
@@ -193,14 +202,15 @@ def simulate(server_app: ServerApp | str, client_app: ClientApp | str, num_clien
 
 def _run_on_ray(server: ServerApp, client_ref: str, num_clients: int, run_config: dict,
                 settings: EngineConfig, seed: int, run_dir: Path, name: str, quiet: bool,
-                folders: list[str]) -> dict[str, Any]:
+                folders: list[str], checkpoint_every: int) -> dict[str, Any]:
     from fedsim.engine.ray_engine import make_ray_grid, ray_session, write_actor_report
 
     with actor_path(folders), ray_session(settings) as inline_bytes:
         grid = make_ray_grid(client_ref, num_clients, run_config, settings, seed=seed,
                              inline_bytes=inline_bytes)
         try:
-            summary = _run_metered(server, grid, run_config, seed, run_dir, name, quiet)
+            summary = _run_metered(server, grid, run_config, seed, run_dir, name, quiet,
+                                   checkpoint_every)
             write_actor_report(grid, run_dir)
         finally:
             grid.shutdown()
@@ -208,11 +218,11 @@ def _run_on_ray(server: ServerApp, client_ref: str, num_clients: int, run_config
 
 
 def _run_metered(server: ServerApp, grid: Any, run_config: dict, seed: int, run_dir: Path,
-                 name: str, quiet: bool) -> dict[str, Any]:
+                 name: str, quiet: bool, checkpoint_every: int) -> dict[str, Any]:
     """Serve ``server`` over ``grid`` wrapped in a MeteredGrid; finish the results folder."""
     from fedsim.engine import serve
 
-    metered = MeteredGrid(grid, run_dir, name)
+    metered = MeteredGrid(grid, run_dir, name, checkpoint_every=checkpoint_every)
     random.seed(seed)  # Flower's samplers draw from the global `random`
     strategy_log = StrategyLog(metered.add_central, quiet=quiet)
     done = False
