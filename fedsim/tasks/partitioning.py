@@ -74,7 +74,8 @@ def pathological(task: TaskConfig, seed: int, label_column: str = "label"):
 
 
 def natural(task: TaskConfig, seed: int, label_column: str = "label"):
-    """One client per writer (FEMNIST's ``writer_id``)."""
+    """One client per writer (FEMNIST's ``writer_id``). A data source with its own natural
+    clients (``DataSource.natural_split``, e.g. the Synthetic devices) divides itself."""
     from flwr_datasets.partitioner import NaturalIdPartitioner
 
     return NaturalIdPartitioner(partition_by="writer_id")
