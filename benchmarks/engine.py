@@ -151,6 +151,8 @@ class TreeSampler:
         self.samples: list[tuple[float, int]] = []
         self.root: psutil.Process | None = None  # the launched process itself, once known
         self.root_samples: list[tuple[float, int]] = []  # its own RSS
+        self.line_times: list[float] = []  # when each line of watch_file appeared
+        self._read = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -167,9 +169,7 @@ class TreeSampler:
         scanned = pss_at = 0.0
         while not self._stop.wait(self.interval):
             now = time.time()
-            if self.first_line_at is None and self.watch_file and self.watch_file.exists() \
-                    and self.watch_file.stat().st_size > 0:
-                self.first_line_at = now
+            self._watch(now)
             if now - scanned >= self.rescan_every:
                 procs, scanned = self._procs(), now
             rss = 0
@@ -185,6 +185,19 @@ class TreeSampler:
                 if now - pss_at >= self.pss_every:
                     pss_at = now
                     self.peak_pss = max(self.peak_pss, self._pss(procs))
+
+    def _watch(self, now: float) -> None:
+        """Note when new complete lines reach ``watch_file`` (a metrics row per round)."""
+        if self.watch_file is None or not self.watch_file.exists():
+            return
+        with open(self.watch_file, "rb") as f:
+            f.seek(self._read)
+            new = f.read()
+        complete = new.rfind(b"\n") + 1
+        self._read += complete
+        self.line_times.extend([now] * new[:complete].count(b"\n"))
+        if self.first_line_at is None and self.line_times:
+            self.first_line_at = now
 
     @staticmethod
     def _pss(procs: list[psutil.Process]) -> int:
@@ -256,7 +269,8 @@ def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, pe
             "startup": (sampler.first_line_at or t0) - t0, "wall": wall,
             "rss": sampler.peak_rss, "pss": sampler.peak_pss,
             "acc": rows[-1]["central_accuracy"], "samples": sampler.samples, "t0": t0,
-            "rows": rows, "root_samples": sampler.root_samples, "actors": actors_report(out)}
+            "rows": rows, "root_samples": sampler.root_samples, "actors": actors_report(out),
+            "line_times": sampler.line_times}
 
 
 def actors_report(run_dir: Path) -> list[dict]:
@@ -768,8 +782,10 @@ def main_scale(args: argparse.Namespace, work: Path) -> None:
                   f"{sum(a.get('vectorized_calls', 0) for a in r['actors'])} of "
                   f"{per_round * rounds} training calls; actors on "
                   f"{len({a.get('ray_node_id') for a in r['actors']})} Ray node(s)")
-            t_rounds = [r["t0"] + r["startup"] + row["wall_seconds"] for row in rows]
-            marks = round_marks(len(rows) - 1)  # the last round's samples reach the teardown
+            # round k is over when its metrics row appears (line k + 1; line 0 is round 0);
+            # the last row is written as the engine stops, so its samples may see teardown
+            t_rounds = r["line_times"][1:]
+            marks = round_marks(min(len(rows), len(t_rounds)) - 1)
             if cluster is None:
                 print_rss("tree RSS", rss_after_rounds(r["samples"], t_rounds, marks))
             else:
