@@ -34,6 +34,10 @@ class DataSource(ABC):
     """What one natural client is ("writer", "device") where the data comes divided into
     clients (the source then needs ``task.partitioner = "natural"``); empty where a
     partitioner splits a pool."""
+    keep_partitions: bool = True
+    """Whether a client process keeps a partition it has loaded for the next time; False for
+    a source that makes one faster than a client trains on it (generated data): a process
+    serving thousands of clients then holds none of their data between calls."""
 
     @abstractmethod
     def client_data(self, partition_id: int) -> ArrayDataset:

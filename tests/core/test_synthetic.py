@@ -160,3 +160,22 @@ def test_a_run_learns_on_synthetic_iid_and_on_heterogeneous_devices(tmp_path: Pa
     federated = [row["federated_accuracy"] for row in read_metrics(out)
                  if "federated_accuracy" in row]
     assert federated and federated[-1] > 0.4
+
+
+def test_client_processes_keep_no_synthetic_partitions() -> None:
+    """A client process regenerates a device's rows at each call (the same bytes) instead of
+    keeping them: its memory stays flat however many of 10,000 clients it serves. Pooled
+    data (digits) is still kept."""
+    from clients import runtime
+    from clients.setup import ClientSetup
+
+    synthetic = ClientSetup.from_experiment(config_from_dict(
+        {"task": {"dataset": "synthetic", "partitioner": "natural", "num_clients": 10_000}}))
+    kept = len(runtime._DATA)
+    first = runtime.local_data(synthetic, 9_876)
+    again = runtime.local_data(synthetic, 9_876)
+    assert len(runtime._DATA) == kept
+    assert first[0] is not again[0] and first[0].x.tobytes() == again[0].x.tobytes()
+    assert len(first[0]) + len(first[1]) == data_source(synthetic.task, 0).partition_size(9_876)
+    digits = ClientSetup.from_experiment(config_from_dict({}))
+    assert runtime.local_data(digits, 2)[0] is runtime.local_data(digits, 2)[0]
