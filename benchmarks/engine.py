@@ -775,6 +775,8 @@ def main_scale(args: argparse.Namespace, work: Path) -> None:
         where = (f"fedsim engine, {actors} actors" if cluster is None else
                  f"fedsim engine on a local {args.nodes}-node Ray cluster, {actors} actors")
         for label, mode in (("per-client", "off"), ("vectorized", "on")):
+            if mode not in args.modes.split(","):
+                continue
             with TreeSampler(cluster_tag) as nodes_sampler:
                 r = run_fedsim(work, f"scale-{mode}", "ray", rounds, clients, per_round, actors,
                                vectorize=mode, dataset=args.dataset, model=model,
@@ -826,6 +828,8 @@ def main() -> None:
     parser.add_argument("--model", default="",
                         help="--scale: the model (default: digits-cnn on digits, mlp on flat "
                              "features, else cnn)")
+    parser.add_argument("--modes", default="off,on",
+                        help="--scale: engine.vectorize modes to run (off: per-client, on)")
     parser.add_argument("--nodes", type=int, default=1,
                         help="--scale: run on a local Ray cluster of this many nodes (driver "
                              "RSS reported apart)")
