@@ -1,9 +1,10 @@
 """Engine benchmark: the same federated workload on five engines, one table, one command.
 
     python benchmarks/engine.py [--rounds 20] [--repeat 3] [--pfl-python /path/to/venv/bin/python]
-    python benchmarks/engine.py --scale      # 1000 clients, 10 % per round, 50 rounds,
+    python benchmarks/engine.py --scale      # 1000 clients, 10 % per round, 12 rounds,
                                              # per-client against vectorized
-    python benchmarks/engine.py --scale --population 10000 --per-round 1000 --dataset mnist
+    python benchmarks/engine.py --scale --population 10000 --per-round 1000 \
+        --dataset synthetic --model mlp [--nodes 2]   # generated devices, offline
     python benchmarks/engine.py --no-sgd     # (b), (b1), (bf), (b1f) with no-op SGD steps
 
 Workload: digits, the small CNN (``digits-cnn``, 38,282 parameters), 100 IID clients, all of
@@ -35,6 +36,14 @@ overhead per client call, ((b1) - (a)) per round / clients, and the goals, for f
 ``--no-sgd`` runs fedsim's four configurations with a ClientApp whose SGD steps are a no-op
 (``benchmarks/no_sgd_client.py``): a round then lasts what the engine and the ServerApp cost,
 without the noise of 100 clients' training, and is reported per round and per client.
+
+``--scale`` runs ``--population`` clients, ``--per-round`` of them sampled each round, per-client
+against vectorized, with one actor per core, and prints each run's seconds per round and the RSS
+of its processes after chosen rounds (flat: within a few per cent after round 2). The synthetic
+datasets (``fedsim/tasks/synthetic.py``) generate each client's data on demand, so 10,000 clients
+need no download. ``--nodes 2`` starts a local two-node ``ray.cluster_utils.Cluster`` (one core
+per node) that the run joins through ``engine.ray_address``, and reports the driver's own RSS
+apart from the cluster's processes: the driver never holds the clients' data.
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ seed = 0
 dataset = "{dataset}"
 model = "{model}"
 num_clients = {clients}
-partitioner = "iid"
+partitioner = "{partitioner}"
 local_test_fraction = 0.0
 
 [strategy]
@@ -93,9 +102,33 @@ checkpoint_every = 0
 
 SCALE_MODELS = {"digits": "digits-cnn"}  # 8x8 digits; the 28x28 datasets use fedsim's "cnn"
 
+
+def default_model(dataset: str) -> str:
+    """The benchmark's model for ``dataset``: digits-cnn, mlp for flat features, else cnn."""
+    if dataset in SCALE_MODELS:
+        return SCALE_MODELS[dataset]
+    return "mlp" if len(dataset_source(dataset).input_shape) == 1 else "cnn"
+
+
+def default_partitioner(dataset: str) -> str:
+    """natural where the dataset comes divided into clients (femnist, synthetic), else iid."""
+    return "natural" if dataset_source(dataset).natural_split else "iid"
+
+
+@functools.cache
+def dataset_source(dataset: str):
+    """The data source of ``dataset`` (built lazily: hub data is not downloaded here)."""
+    sys.path.insert(0, str(REPO))
+    from fedsim.config.schema import TaskConfig
+    from fedsim.tasks.datasets import DATASETS
+
+    return DATASETS.get(dataset)(TaskConfig(dataset=dataset, partitioner="natural"), 0)
+
+
 PROFILE = """
 [engine]
 num_cpus = {cpus}
+ray_address = "{ray_address}"
 fold_replies = {fold}
 vectorize = "{vectorize}"
 
@@ -125,6 +158,10 @@ class TreeSampler:
         self.peak_rss = self.peak_pss = 0
         self.first_line_at: float | None = None
         self.samples: list[tuple[float, int]] = []
+        self.root: psutil.Process | None = None  # the launched process itself, once known
+        self.root_samples: list[tuple[float, int]] = []  # its own RSS
+        self.line_times: list[float] = []  # when each line of watch_file appeared
+        self._read = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -141,9 +178,7 @@ class TreeSampler:
         scanned = pss_at = 0.0
         while not self._stop.wait(self.interval):
             now = time.time()
-            if self.first_line_at is None and self.watch_file and self.watch_file.exists() \
-                    and self.watch_file.stat().st_size > 0:
-                self.first_line_at = now
+            self._watch(now)
             if now - scanned >= self.rescan_every:
                 procs, scanned = self._procs(), now
             rss = 0
@@ -151,11 +186,27 @@ class TreeSampler:
                 with contextlib.suppress(psutil.Error):
                     rss += proc.memory_info().rss
             self.samples.append((now, rss))
+            if self.root is not None:
+                with contextlib.suppress(psutil.Error):
+                    self.root_samples.append((now, self.root.memory_info().rss))
             if rss > self.peak_rss:
                 self.peak_rss = rss
                 if now - pss_at >= self.pss_every:
                     pss_at = now
                     self.peak_pss = max(self.peak_pss, self._pss(procs))
+
+    def _watch(self, now: float) -> None:
+        """Note when new complete lines reach ``watch_file`` (a metrics row per round)."""
+        if self.watch_file is None or not self.watch_file.exists():
+            return
+        with open(self.watch_file, "rb") as f:
+            f.seek(self._read)
+            new = f.read()
+        complete = new.rfind(b"\n") + 1
+        self._read += complete
+        self.line_times.extend([now] * new[:complete].count(b"\n"))
+        if self.first_line_at is None and self.line_times:
+            self.first_line_at = now
 
     @staticmethod
     def _pss(procs: list[psutil.Process]) -> int:
@@ -183,8 +234,10 @@ def launch(cmd: list[str], env_extra: dict[str, str], watch: Path | None,
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     with TreeSampler(tag, watch) as sampler, open(log, "w") as out:
         t0 = time.time()
-        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                              check=False)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        with contextlib.suppress(psutil.Error):
+            sampler.root = psutil.Process(proc.pid)
+        proc.wait()
         wall = time.time() - t0
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
@@ -201,14 +254,16 @@ def steady(round_seconds: list[float]) -> float:
 # ---------------------------------------------------------------------------- configurations
 def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, per_round: int,
                actors: int, fold: bool = False, no_sgd: bool = False, vectorize: str = "off",
-               dataset: str = "digits") -> dict:
-    cpus = os.cpu_count() or 1
+               dataset: str = "digits", model: str = "", ray_address: str = "") -> dict:
+    cpus = 0 if ray_address else os.cpu_count() or 1  # a cluster's nodes bring their CPUs
     extra = PROFILE.format(cpus=cpus, actors=actors, fold=str(fold).lower(),
-                           vectorize=vectorize) if engine == "ray" else ""
+                           vectorize=vectorize, ray_address=ray_address) \
+        if engine == "ray" else ""
     config = work / f"{name}.toml"
     config.write_text(WORKLOAD.format(clients=clients, rounds=rounds, per_round=per_round,
                                       engine=extra, dataset=dataset,
-                                      model=SCALE_MODELS.get(dataset, "cnn")))
+                                      model=model or default_model(dataset),
+                                      partitioner=default_partitioner(dataset)))
     out = work / name
     metrics = out / "metrics.jsonl"
     program = [str(REPO / "benchmarks" / "no_sgd_client.py")] if no_sgd else ["-m", "fedsim.cli"]
@@ -223,7 +278,14 @@ def run_fedsim(work: Path, name: str, engine: str, rounds: int, clients: int, pe
             "startup": (sampler.first_line_at or t0) - t0, "wall": wall,
             "rss": sampler.peak_rss, "pss": sampler.peak_pss,
             "acc": rows[-1]["central_accuracy"], "samples": sampler.samples, "t0": t0,
-            "rows": rows}
+            "rows": rows, "root_samples": sampler.root_samples, "actors": actors_report(out),
+            "line_times": sampler.line_times}
+
+
+def actors_report(run_dir: Path) -> list[dict]:
+    """The run's ``actors.json`` (empty where the engine writes none)."""
+    path = run_dir / "actors.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 PLAIN = r"""
@@ -634,35 +696,114 @@ def median_run(outcomes: list[dict]) -> dict:
 DIGITS_POOL = 1438  # digits' training pool: the most clients it can give an example each
 
 
+def rss_after_rounds(samples: list[tuple[float, int]], t_rounds: list[float],
+                     marks: list[int]) -> list[tuple[int, int]]:
+    """(round, the last RSS sample taken before that round ended) for each mark."""
+    found = []
+    for k in marks:
+        before = [rss for t, rss in samples if t <= t_rounds[k - 1]]
+        if before:
+            found.append((k, before[-1]))
+    return found
+
+
+def round_marks(rounds: int) -> list[int]:
+    marks = (1, 2, 3, 5, 10, 20, 30, 40, rounds // 2, rounds)
+    return sorted({k for k in marks if 1 <= k <= rounds})
+
+
+def print_rss(title: str, points: list[tuple[int, int]]) -> None:
+    """The RSS after each marked round and its change from round 2 (after warm-up) to the last
+    one: flat means within a few per cent."""
+    print(f"{title} (MB) after round: " + ", ".join(f"{k}: {rss / 1e6:.0f}" for k, rss in points))
+    warm = [rss for k, rss in points if k >= 2]
+    if len(warm) >= 2:
+        print(f"  change from round {[k for k, _ in points if k >= 2][0]} to {points[-1][0]}: "
+              f"{(warm[-1] - warm[0]) / warm[0] * 100:+.1f} %")
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int, cpus_per_node: int, tag: str):
+    """A ``ray.cluster_utils.Cluster`` of ``nodes`` nodes on this machine (as tests/cluster
+    makes it: a private temp folder, so no other Ray joins it), its processes tagged ``tag``;
+    always shut down."""
+    from ray.cluster_utils import Cluster
+
+    root = tempfile.mkdtemp(prefix="fsb-", dir="/tmp")  # short: socket paths have a limit
+    temp_dir = os.path.join(root, "ray")
+    os.makedirs(temp_dir)
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", TAG)}
+    os.environ.update({"RAY_TMPDIR": root, TAG: tag})  # inherited by every node process
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=cpus_per_node, temp_dir=temp_dir, include_dashboard=False)
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=cpus_per_node, temp_dir=temp_dir)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main_scale(args: argparse.Namespace, work: Path) -> None:
     """The scale run: ``--population`` clients, ``--per-round`` of them sampled each round,
     one actor per core, per-client (``engine.vectorize = "off"``) against vectorized
-    (``"on"``), each with its seconds per round and its tree RSS after chosen rounds."""
+    (``"on"``), each with its seconds per round and its tree RSS after chosen rounds. With
+    ``--nodes N`` (N > 1) the run joins a local N-node Ray cluster (``engine.ray_address``),
+    and the driver's own RSS is reported apart from the cluster's processes."""
     clients, rounds = args.population, args.scale_rounds
     per_round = args.per_round or max(1, clients // 10)
     if args.dataset == "digits" and clients > DIGITS_POOL:
         raise SystemExit(f"--population {clients}: digits has {DIGITS_POOL} training examples, "
-                         f"so at most {DIGITS_POOL} clients; use --dataset mnist (or another "
-                         "hub dataset, downloaded once) for a larger population")
+                         f"so at most {DIGITS_POOL} clients; use --dataset synthetic (generated "
+                         "on demand, offline) for a larger population")
+    model = args.model or default_model(args.dataset)
     print(f"before: {cpu_load()}", flush=True)
     cores = os.cpu_count() or 1
-    for label, mode in (("per-client", "off"), ("vectorized", "on")):
-        r = run_fedsim(work, f"scale-{mode}", "ray", rounds, clients, per_round, cores,
-                       vectorize=mode, dataset=args.dataset)
-        rows = r["rows"]
-        print(f"scale, {label}: {clients} clients, {per_round} per round, {rounds} rounds on "
-              f"{args.dataset} (fedsim engine, {cores} actors, engine.vectorize = {mode})")
-        print(f"steady s/round {r['steady']:.3f}; start-up {r['startup']:.1f} s; wall "
-              f"{r['wall']:.1f} s; peak tree RSS {r['rss'] / 1e6:.0f} MB, PSS "
-              f"{r['pss'] / 1e6:.0f} MB; final accuracy {rows[-1]['central_accuracy']:.4f}")
-        t_rounds = [r["t0"] + r["startup"] + row["wall_seconds"] for row in rows]
-        print("tree RSS (MB) after round:")
-        marks = sorted({k for k in (1, 5, 10, 20, 30, 40, rounds - 1) if 1 <= k <= len(rows)})
-        for k in marks:  # the last sample may fall in teardown
-            before = [rss for t, rss in r["samples"] if t <= t_rounds[k - 1]]
-            if before:
-                print(f"  round {k:>2}: {before[-1] / 1e6:8.0f}")
-        print(f"after: {cpu_load()}", flush=True)
+    cluster_ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
+    cluster_tag = uuid.uuid4().hex
+    if args.nodes > 1:
+        cluster_ctx = local_cluster(args.nodes, max(1, cores // args.nodes), cluster_tag)
+    with cluster_ctx as cluster:
+        actors = cores if cluster is None else args.nodes * max(1, cores // args.nodes)
+        where = (f"fedsim engine, {actors} actors" if cluster is None else
+                 f"fedsim engine on a local {args.nodes}-node Ray cluster, {actors} actors")
+        for label, mode in (("per-client", "off"), ("vectorized", "on")):
+            if mode not in args.modes.split(","):
+                continue
+            with TreeSampler(cluster_tag) as nodes_sampler:
+                r = run_fedsim(work, f"scale-{mode}", "ray", rounds, clients, per_round, actors,
+                               vectorize=mode, dataset=args.dataset, model=model,
+                               ray_address=cluster.address if cluster else "")
+            rows = r["rows"]
+            print(f"scale, {label}: {clients} clients, {per_round} per round, {rounds} rounds "
+                  f"on {args.dataset} with {model} ({where}, engine.vectorize = {mode})")
+            print(f"steady s/round {r['steady']:.3f}; start-up {r['startup']:.1f} s; wall "
+                  f"{r['wall']:.1f} s; peak RSS of the run's processes {r['rss'] / 1e6:.0f} MB, "
+                  f"PSS {r['pss'] / 1e6:.0f} MB; final accuracy "
+                  f"{rows[-1]['central_accuracy']:.4f}")
+            print("s/round: " + ", ".join(f"{row['round_seconds']:.2f}" for row in rows))
+            print(f"client calls answered vectorized: "
+                  f"{sum(a.get('vectorized_calls', 0) for a in r['actors'])} of "
+                  f"{per_round * rounds} training calls; actors on "
+                  f"{len({a.get('ray_node_id') for a in r['actors']})} Ray node(s)")
+            # round k is over when its metrics row appears (line k + 1; line 0 is round 0);
+            # the last row is written as the engine stops, so its samples may see teardown
+            t_rounds = r["line_times"][1:]
+            marks = round_marks(min(len(rows), len(t_rounds)) - 1)
+            if cluster is None:
+                print_rss("tree RSS", rss_after_rounds(r["samples"], t_rounds, marks))
+            else:
+                print_rss("driver RSS", rss_after_rounds(r["root_samples"], t_rounds, marks))
+                print_rss("cluster processes' RSS",
+                          rss_after_rounds(nodes_sampler.samples, t_rounds, marks))
+            print(f"after: {cpu_load()}", flush=True)
 
 
 def main() -> None:
@@ -676,12 +817,22 @@ def main() -> None:
     parser.add_argument("--scale", action="store_true",
                         help="the scale run, per-client against vectorized")
     parser.add_argument("--population", type=int, default=1000,
-                        help="--scale: clients in the population (10000: use --dataset mnist)")
+                        help="--scale: clients in the population (10000: use --dataset "
+                             "synthetic)")
     parser.add_argument("--per-round", type=int, default=0,
                         help="--scale: clients sampled per round (default: a tenth)")
-    parser.add_argument("--scale-rounds", type=int, default=50, help="--scale: rounds")
+    parser.add_argument("--scale-rounds", type=int, default=12, help="--scale: rounds")
     parser.add_argument("--dataset", default="digits",
-                        help="--scale: the dataset (digits is bundled; others download once)")
+                        help="--scale: the dataset (digits is bundled, the synthetic family "
+                             "generated; hub datasets download once)")
+    parser.add_argument("--model", default="",
+                        help="--scale: the model (default: digits-cnn on digits, mlp on flat "
+                             "features, else cnn)")
+    parser.add_argument("--modes", default="off,on",
+                        help="--scale: engine.vectorize modes to run (off: per-client, on)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="--scale: run on a local Ray cluster of this many nodes (driver "
+                             "RSS reported apart)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--no-sgd", action="store_true",
                         help="fedsim's configurations with no-op SGD steps: the engine alone")

@@ -11,6 +11,7 @@ from torch import nn
 
 from fedsim.comm.npy import record_to_torch
 from fedsim.tasks.arrays import ArrayDataset
+from fedsim.tasks.datasets import data_source
 from fedsim.tasks.device import module_device, resolve_device
 from fedsim.tasks.kind import TaskKind, task_kind
 from fedsim.tasks.task import client_split
@@ -26,7 +27,8 @@ _LOADS: list = [None, None, None]
 
 def local_data(setup, partition_id: int,
                data_path: str | None = None) -> tuple[ArrayDataset, ArrayDataset]:
-    """This client's (train, local test) split, loaded once per process and partition.
+    """This client's (train, local test) split, loaded once per process and partition (or
+    at every call, from a source whose ``keep_partitions`` is False).
 
     ``data_path`` (a deployed SuperNode's ``--data-path``): the client's own ``.npz`` file
     replaces the partition (see ``fedsim/deploy/client_data.py``).
@@ -39,6 +41,8 @@ def local_data(setup, partition_id: int,
             _DATA[key] = load_client_data(data_path, setup.task.dataset,
                                           setup.task.local_test_fraction,
                                           setup.seed * 1_000_003 + partition_id)
+        elif not data_source(setup.task, setup.seed).keep_partitions:
+            return client_split(setup.task, setup.seed, partition_id)
         else:
             _DATA[key] = client_split(setup.task, setup.seed, partition_id)
     return _DATA[key]

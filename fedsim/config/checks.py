@@ -59,13 +59,7 @@ def check_consistency(cfg: ExperimentConfig) -> None:
         raise ConfigError("task.model", task.model,
                           f"cannot train on {task.dataset!r}; models for {task.dataset!r}: "
                           + ", ".join(m for m, ds in MODEL_DATASETS.items() if task.dataset in ds))
-    if task.partitioner == "natural" and task.dataset != "femnist":
-        raise ConfigError("task.partitioner", "natural",
-                          "the natural (writer) split exists only for dataset 'femnist'")
-    if task.dataset == "femnist" and task.partitioner != "natural":
-        raise ConfigError("task.partitioner", task.partitioner,
-                          "'natural' for femnist (clients are writers; later writers form the "
-                          "central test set)")
+    _check_natural_split(cfg)
     pool = POOL_SIZES.get(task.dataset)
     if pool is not None:
         if task.dataset == "digits":
@@ -84,6 +78,28 @@ def check_consistency(cfg: ExperimentConfig) -> None:
     if task.partitioner == "pathological" and task.classes_per_client > 10:
         raise ConfigError("task.classes_per_client", task.classes_per_client,
                           "at most 10, the number of classes")
+
+
+def _check_natural_split(cfg: ExperimentConfig) -> None:
+    """``task.partitioner = "natural"`` exactly for a dataset that comes divided into clients
+    (its data source's ``natural_split``: FEMNIST's writers, Synthetic's devices)."""
+    task = cfg.task
+    if task.dataset in POOL_SIZES:  # a built-in pool: no source to build to know
+        unit = ""
+    else:
+        from fedsim.tasks.datasets import data_source
+
+        unit = getattr(data_source(task, cfg.seed), "natural_split", "")
+    if unit and task.partitioner != "natural":
+        raise ConfigError("task.partitioner", task.partitioner,
+                          f"'natural' for {task.dataset} (every {unit} is one client; later "
+                          f"{unit}s form the central test set)")
+    if not unit and task.partitioner == "natural":
+        raise ConfigError("task.partitioner", "natural",
+                          f"iid, dirichlet, shard or pathological for {task.dataset}, one "
+                          "pool that a partitioner splits; the natural split exists only for "
+                          "datasets divided into clients, such as femnist (writers) and the "
+                          "synthetic family (devices)")
 
 
 def _check_plugin_model_fits(cfg: ExperimentConfig) -> None:

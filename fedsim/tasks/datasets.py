@@ -3,7 +3,8 @@
 A source gives each client its whole partition (train and local test, split later) and the
 server a held-out central test set, and tells its own ``input_shape`` (C, H, W) and
 ``num_classes``. Clients load only their own partition. The bundled digits live here; the hub
-datasets in :mod:`fedsim.tasks.hub`; both register as entry points of group ``fedsim.datasets``.
+datasets in :mod:`fedsim.tasks.hub`, the generated FedProx Synthetic family in
+:mod:`fedsim.tasks.synthetic`; all register as entry points of group ``fedsim.datasets``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ class DataSource(ABC):
     """Shape of one example, (C, H, W) for images or (features,) for a table."""
     num_classes: int
     """Labels are integers in ``0 .. num_classes - 1``."""
+    natural_split: str = ""
+    """What one natural client is ("writer", "device") where the data comes divided into
+    clients (the source then needs ``task.partitioner = "natural"``); empty where a
+    partitioner splits a pool."""
+    keep_partitions: bool = True
+    """Whether a client process keeps a partition it has loaded for the next time; False for
+    a source that makes one faster than a client trains on it (generated data): a process
+    serving thousands of clients then holds none of their data between calls."""
 
     @abstractmethod
     def client_data(self, partition_id: int) -> ArrayDataset:

@@ -26,6 +26,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     has_test_split: bool = True
+    natural_split: str = ""  # what a natural client is, where the hub data has one
 
 
 HUB_DATASETS: dict[str, DatasetInfo] = {
@@ -37,7 +38,8 @@ HUB_DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo("uoft-cs/cifar10", "img", "label", (3, 32, 32), 10,
                            (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "femnist": DatasetInfo("flwrlabs/femnist", "image", "character", (1, 28, 28), 62,
-                           (0.9637,), (0.1597,), has_test_split=False),
+                           (0.9637,), (0.1597,), has_test_split=False,
+                           natural_split="writer"),
 }
 
 
@@ -54,6 +56,7 @@ class HubSource(DataSource):
         self.task, self.seed = task, seed
         self.input_shape = self.info.shape
         self.num_classes = self.info.num_classes
+        self.natural_split = self.info.natural_split
 
     @functools.cached_property
     def fds(self):

@@ -74,7 +74,10 @@ def pathological(task: TaskConfig, seed: int, label_column: str = "label"):
 
 
 def natural(task: TaskConfig, seed: int, label_column: str = "label"):
-    """One client per writer (FEMNIST's ``writer_id``)."""
+    """One client per writer (FEMNIST) or device (Synthetic): the data's own division.
+
+    For FEMNIST, flwr-datasets' partitioner by ``writer_id``; a source with its own
+    ``DataSource.natural_split`` (the synthetic devices) divides itself without it."""
     from flwr_datasets.partitioner import NaturalIdPartitioner
 
     return NaturalIdPartitioner(partition_by="writer_id")

@@ -27,7 +27,8 @@ BUILT_INS = {
     "strategies": ["ef_signsgd", "fafed", "fedadam", "fedavg", "fedda", "fedlion", "signsgd",
                    "sto_signsgd", "zo-seeds", "zsignfedavg"],
     "models": ["cnn", "digits-cnn", "eps-mlp", "logreg", "mlp", "resnet20"],
-    "datasets": ["cifar10", "digits", "fashion-mnist", "femnist", "mnist"],
+    "datasets": ["cifar10", "digits", "fashion-mnist", "femnist", "mnist", "synthetic",
+                 "synthetic-0", "synthetic-0.5", "synthetic-iid"],
 }
 
 
