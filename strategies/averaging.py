@@ -7,7 +7,7 @@ rebuilds each reply's typed record views. :class:`ViewAveragingFedAvg` does the 
 in the same order and precision, on zero-copy views (``fedsim.comm.npy``) and plain dicts, so
 its results are bit for bit Flower's.
 
-With ``aggregation`` set to ``"median"`` or ``"trimmed-mean"`` (``robust.aggregation``) the
+With ``robust_aggregation`` set to ``"median"`` or ``"trimmed-mean"`` (``robust.aggregation``) the
 model is the coordinate-wise median or trimmed mean of the replies instead
 (``strategies/robust.py``; Flower's FedMedian and FedTrimmedAvg). Subclasses of Flower's FedOpt
 family that put this class after theirs in the MRO (FedAdam) get the robust aggregate as
@@ -98,7 +98,7 @@ class ViewAveragingFedAvg(FedAvg):
     """
 
     replies_screened = False
-    aggregation = "mean"  # robust.aggregation: mean, median or trimmed-mean
+    robust_aggregation = "mean"  # robust.aggregation: mean, median or trimmed-mean
     trim_fraction = 0.1  # robust.trim_fraction (beta of the trimmed mean)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[
@@ -111,6 +111,7 @@ class ViewAveragingFedAvg(FedAvg):
         aggregate_metrics = self.train_metrics_aggr_fn
         if aggregate_metrics is aggregate_metricrecords:  # Flower's default: same values
             aggregate_metrics = weighted_metrics
-        arrays = (weighted_average(contents, self.weighted_by_key) if self.aggregation == "mean"
-                  else robust_aggregate(contents, self.aggregation, self.trim_fraction))
+        mean = self.robust_aggregation == "mean"
+        arrays = (weighted_average(contents, self.weighted_by_key) if mean
+                  else robust_aggregate(contents, self.robust_aggregation, self.trim_fraction))
         return arrays, aggregate_metrics(contents, self.weighted_by_key)

@@ -103,8 +103,8 @@ def configure_robustness(strategy: object, cfg: ExperimentConfig) -> None:
     strategy.weight_caps = caps  # type: ignore[attr-defined]
     strategy.default_weight_cap = default_cap  # type: ignore[attr-defined]
     strategy.max_update_norm = cfg.robust.max_update_norm  # type: ignore[attr-defined]
-    if hasattr(strategy, "aggregation"):
-        strategy.aggregation = cfg.robust.aggregation  # type: ignore[attr-defined]
+    if hasattr(strategy, "robust_aggregation"):  # not ``aggregation``: sign strategies'
+        strategy.robust_aggregation = cfg.robust.aggregation  # own vote rule has that name  # type: ignore[attr-defined]
         strategy.trim_fraction = cfg.robust.trim_fraction  # type: ignore[attr-defined]
 
 

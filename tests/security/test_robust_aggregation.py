@@ -69,7 +69,7 @@ def _replies(strategy, weights=(10, 10, 10, 10, 10)):
 ])
 def test_fedavg_robust_aggregation_equals_flowers_strategy(aggregation: str, flower) -> None:
     ours = FedAvgStrategy(fraction_train=1.0, min_train_nodes=5, min_available_nodes=5)
-    ours.aggregation, ours.trim_fraction = aggregation, 0.2
+    ours.robust_aggregation, ours.trim_fraction = aggregation, 0.2
     ours.max_update_norm = 0.0  # the robust rule alone must hold the attacker off
     arrays, metrics = ours.aggregate_train(1, _replies(ours, weights=(1, 2, 3, 4, 2**53)))
     theirs, their_metrics = flower().aggregate_train(1, _replies(ours, (1, 2, 3, 4, 2**53)))
@@ -88,7 +88,7 @@ def test_fedadam_steps_towards_the_median() -> None:
     """FedAdam's pseudo-gradient uses the robust aggregate: with the median its step is the
     one Flower's FedAdam takes when every client sends the median model."""
     robust = FedAdamStrategy(fraction_train=1.0, min_train_nodes=5, min_available_nodes=5)
-    robust.aggregation, robust.max_update_norm = "median", 0.0
+    robust.robust_aggregation, robust.max_update_norm = "median", 0.0
     arrays, _ = robust.aggregate_train(1, _replies(robust))
     honest = FedAdamStrategy(fraction_train=1.0, min_train_nodes=5, min_available_nodes=5)
     honest.max_update_norm = 0.0
@@ -111,3 +111,21 @@ def test_robust_aggregation_is_refused_where_it_has_no_meaning() -> None:
                                                 "engine.fold_replies=true"])
     with pytest.raises(ConfigError, match="robust.trim_fraction"):
         load_config(CONFIGS / "quickstart.toml", ["robust.trim_fraction=0.5"])
+
+
+@pytest.mark.parametrize("config", ["signsgd", "sto_signsgd", "zsignfedavg"])
+def test_robust_settings_leave_a_sign_strategys_vote_rule_alone(config: str) -> None:
+    """``[robust]`` sets the whole-model aggregation rule; a sign strategy's own
+    ``aggregation`` (majority vote or mean of signs) is another setting and must survive it
+    (it was overwritten with "mean", which stopped sto_signsgd from learning)."""
+    from strategies.registry import get_strategy
+    from strategies.robust import configure_robustness
+    from strategies.spec import Sampling
+
+    cfg = load_config(CONFIGS / f"{config}.toml")
+    spec = get_strategy(cfg.strategy_name)
+    strategy = spec.build_server(spec.params_cls(**cfg.strategy_params), Sampling(30, 10, 0))
+    before = strategy.aggregation
+    configure_robustness(strategy, cfg)
+    assert strategy.aggregation == before == ("mean" if config == "zsignfedavg" else "majority")
+    assert not hasattr(strategy, "robust_aggregation")
