@@ -12,7 +12,8 @@ Three steps, each a plain fedsim command run as a subprocess and timed from outs
    once without; the two sweeps of a strategy run back to back (alternating which goes first)
    so that a change in the machine's load hits both. The best rate of a strategy is the
    sample with the highest final accuracy among the trials the ASHA sweep let finish; the
-   script also prints the best of the full search, which ASHA must not lose.
+   script also prints the best of the full search (ASHA may stop a rate that starts slowly
+   and ends best: the price of its saving).
 2. **The table**: the README's eleven digits runs (docs/strategies.md) over ``--seeds`` seeds
    with the tuned rates (FedLion's rate also for its bf16/fp16 momentum variants), as ONE
    ``fedsim sweep`` (Ray Tune trials on the inprocess engine, one per core at a time).
