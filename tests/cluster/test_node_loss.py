@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -62,6 +63,41 @@ def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@contextlib.contextmanager
+def _fedsim_run(cluster, config: Path, run_dir: Path, settings: Iterable[str]) -> Iterator[
+        tuple[subprocess.Popen, Path]]:
+    """``fedsim run CONFIG`` on the cluster with ``settings``, as a child process whose stderr
+    goes to a file beside ``run_dir``; (process, stderr file). Killed on the way out if it is
+    still running."""
+    args = [sys.executable, "-m", "fedsim", "run", str(config), "--out", str(run_dir),
+            "--engine", "ray", "--set", f'engine.ray_address="{cluster.address}"']
+    for item in settings:
+        args += ["--set", item]
+    err_file = run_dir.parent / "stderr.txt"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+    try:
+        yield proc, err_file
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _assert_one_round_lost_at_b(run_dir: Path) -> None:
+    """Every round ran, and at-b's 5 clients count as crashed in exactly one of them."""
+    rows = _rows(run_dir)[1:]
+    assert len(rows) == ROUNDS_ELSEWHERE
+    assert sorted(r["crashed_clients"] for r in rows) == [0] * (ROUNDS_ELSEWHERE - 1) + [5]
+
+
+def _node_of_at_b(cluster, run_dir: Path) -> str:
+    """The Ray node that Ray's own actor table gives for profile at-b's (last) actor."""
+    [at_b] = [a for a in json.loads((run_dir / "actors.json").read_text())
+              if a["profile"] == "at-b"]
+    return cluster.global_state.actor_table(None)[at_b["actor_id"]]["Address"]["NodeID"]
+
+
 def _checkpointed(run_dir: Path) -> int:
     ckpt = load_checkpoint(run_dir)  # written atomically: never seen half-written
     return ckpt.round if ckpt is not None else 0
@@ -79,24 +115,13 @@ def test_a_lost_node_stops_the_run_resumably_and_resume_finishes_it(tmp_path,
                                                                     two_node_cluster) -> None:
     cluster, second = two_node_cluster
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "fedsim", "run", str(_config(tmp_path)), "--out",
-            str(run_dir), "--engine", "ray", "--set", f'engine.ray_address="{cluster.address}"']
-    for item in SETTINGS:
-        args += ["--set", item]
-    err_file = tmp_path / "stderr.txt"
-    with open(err_file, "w") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-    try:
+    with _fedsim_run(cluster, _config(tmp_path), run_dir, SETTINGS) as (proc, err_file):
         # round 1 is in metrics.jsonl and in the checkpoint: then the second node goes
         _wait_for(lambda: len(_rows(run_dir)) >= 2 and _checkpointed(run_dir) >= 1, 300, proc)
         removed = time.monotonic()
         cluster.remove_node(second)
         code = proc.wait(timeout=PHASE_TIMEOUT_S + GRACE_S + 60)
         took = time.monotonic() - removed
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = err_file.read_text()
     assert code == EXIT_NO_NODE, stderr[-3000:]
     assert took < PHASE_TIMEOUT_S + GRACE_S
@@ -172,17 +197,9 @@ def test_a_lost_node_whose_profile_fits_elsewhere_counts_its_clients_and_goes_on
         cluster.add_node(num_cpus=1, resources={"siteB": 1}, temp_dir=temp_dir)
     cluster.wait_for_nodes()
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "fedsim", "run", str(_config(tmp_path)), "--out",
-            str(run_dir), "--engine", "ray", "--set", f'engine.ray_address="{cluster.address}"']
-    for item in SETTINGS:
-        args += ["--set", item]
     # every client waits 0.3 s first (wall time only): the node goes while rounds remain
-    for item in SLOW_CLIENTS:
-        args += ["--set", item]
-    err_file = tmp_path / "stderr.txt"
-    with open(err_file, "w") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-    try:
+    with _fedsim_run(cluster, _config(tmp_path), run_dir, (*SETTINGS, *SLOW_CLIENTS)) as (
+            proc, err_file):
         _wait_for(lambda: len(_rows(run_dir)) >= 2, 300, proc)
         head = cluster.head_node.node_id
         [lost] = [n for n in cluster.worker_nodes if _node_actors(cluster, n.node_id)
@@ -190,21 +207,12 @@ def test_a_lost_node_whose_profile_fits_elsewhere_counts_its_clients_and_goes_on
         kill_node(cluster, lost)
         assert proc.poll() is None, "the run ended before the node was lost"
         code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = err_file.read_text()
     assert code == 0, stderr[-3000:]
     assert f"Ray node {lost.node_id[:8]} was lost with an actor of profile 'at-b'" in stderr
-    rows = _rows(run_dir)[1:]
-    assert len(rows) == ROUNDS_ELSEWHERE
-    assert sorted(r["crashed_clients"] for r in rows) == [0] * (ROUNDS_ELSEWHERE - 1) + [5]
+    _assert_one_round_lost_at_b(run_dir)
     [survivor] = [n.node_id for n in cluster.worker_nodes]
-    table = cluster.global_state.actor_table(None)
-    actors = json.loads((run_dir / "actors.json").read_text())
-    [at_b] = [a for a in actors if a["profile"] == "at-b"]
-    assert table[at_b["actor_id"]]["Address"]["NodeID"] == survivor != lost.node_id
+    assert _node_of_at_b(cluster, run_dir) == survivor != lost.node_id
     assert json.loads((run_dir / "nodes.json").read_text())[survivor]["profiles"] == {"at-b": 1}
 
 
@@ -218,14 +226,8 @@ def test_a_node_that_joins_mid_run_hosts_the_replacement(tmp_path, two_node_clus
     first = cluster.add_node(num_cpus=1, resources={"siteJ": 1}, temp_dir=temp_dir)
     cluster.wait_for_nodes()
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "fedsim", "run", str(_config(tmp_path, "siteJ")), "--out",
-            str(run_dir), "--engine", "ray", "--set", f'engine.ray_address="{cluster.address}"']
-    for item in (*SETTINGS, *SLOW_CLIENTS, f"engine.phase_timeout_s={JOIN_WAIT_S}"):
-        args += ["--set", item]
-    err_file = tmp_path / "stderr.txt"
-    with open(err_file, "w") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-    try:
+    settings = (*SETTINGS, *SLOW_CLIENTS, f"engine.phase_timeout_s={JOIN_WAIT_S}")
+    with _fedsim_run(cluster, _config(tmp_path, "siteJ"), run_dir, settings) as (proc, err_file):
         _wait_for(lambda: len(_rows(run_dir)) >= 2, 300, proc)
         assert _node_actors(cluster, first.node_id)  # at-b's actor is on the siteJ node
         kill_node(cluster, first)
@@ -233,17 +235,8 @@ def test_a_node_that_joins_mid_run_hosts_the_replacement(tmp_path, two_node_clus
                   f"{JOIN_WAIT_S:g} s" in err_file.read_text(), 120, proc)
         joined = cluster.add_node(num_cpus=1, resources={"siteJ": 1}, temp_dir=temp_dir)
         code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = err_file.read_text()
     assert code == 0, stderr[-3000:]
     assert f"Ray node {joined.node_id[:8]} can host profile 'at-b'" in stderr
-    rows = _rows(run_dir)[1:]
-    assert len(rows) == ROUNDS_ELSEWHERE
-    assert sorted(r["crashed_clients"] for r in rows) == [0] * (ROUNDS_ELSEWHERE - 1) + [5]
-    table = cluster.global_state.actor_table(None)
-    [at_b] = [a for a in json.loads((run_dir / "actors.json").read_text())
-              if a["profile"] == "at-b"]
-    assert table[at_b["actor_id"]]["Address"]["NodeID"] == joined.node_id
+    _assert_one_round_lost_at_b(run_dir)
+    assert _node_of_at_b(cluster, run_dir) == joined.node_id
