@@ -20,6 +20,7 @@ central evaluation only, 20 rounds. Configurations, each in its own process:
   (bf), (b1f)         the same with ``engine.fold_replies = true``: each actor sums its clients'
                       replies before they travel, as pfl's workers do (opt-in; equal within
                       float tolerance, not bit for bit)
+  (bvf)               (bv) with folded replies: vectorized clients whose replies each actor sums
   (c)  flower         ``fedsim run --engine flower`` (Flower's simulation through ``flwr run``)
   (d)  pfl            pfl-research, one worker per core via torchrun (needs a Python with
                       ``pfl`` installed: ``--pfl-python``; skipped when there is none)
@@ -433,7 +434,8 @@ def run_script(work: Path, name: str, cmd: list[str], result: Path, env: dict) -
 def run_plain(work: Path, rounds: int, clients: int) -> dict:
     config = work / "plain.toml"
     config.write_text(WORKLOAD.format(clients=clients, rounds=rounds, per_round=clients,
-                                      engine="", dataset="digits", model="digits-cnn"))
+                                      engine="", dataset="digits", model="digits-cnn",
+                                      partitioner="iid"))
     script = work / "plain.py"
     script.write_text(PLAIN)
     return run_script(work, "plain", [sys.executable, str(script), str(config)],
@@ -509,6 +511,7 @@ A, B, B1, C, D = ("(a) plain loop, 1 process", "(b) fedsim, 1 actor per core",
                   "(b1) fedsim, 1 actor", "(c) flower simulation", "(d) pfl, torchrun 1/core")
 BF, B1F = "(bf) fedsim folded, 1 actor/core", "(b1f) fedsim folded, 1 actor"
 BV, B1V = "(bv) fedsim vectorized, 1/core", "(b1v) fedsim vectorized, 1 actor"
+BVF = "(bvf) fedsim vectorized+folded, 1/core"
 # the vectorized goals (issue 21): (bv)/(d) and (bv)/(a)
 BV_OVER_D_MAX, BV_OVER_A_MAX = 0.6, 0.4
 VARIANTS = (("one reply per client", B, B1), ("folded replies", BF, B1F))
@@ -547,6 +550,7 @@ def vectorized_goals(passes: dict[str, list[dict]]) -> str:
     """(bv)/(d), (bv)/(a) and the vectorized speed-ups (b)/(bv), (b1)/(b1v), pass by pass
     (one value per pass, median last)."""
     figures = [("(bv)/(d)", BV, D, BV_OVER_D_MAX), ("(bv)/(a)", BV, A, BV_OVER_A_MAX),
+               ("(bvf)/(d)", BVF, D, BV_OVER_D_MAX), ("(bvf)/(a)", BVF, A, BV_OVER_A_MAX),
                ("(bv)/(b)", BV, B, None), ("(b1v)/(b1)", B1V, B1, None)]
     out = []
     for name, top, bottom, goal in figures:
@@ -605,6 +609,8 @@ def main_compare(args: argparse.Namespace, work: Path) -> None:
                                  vectorize="on"),
         B1V: lambda w: run_fedsim(w, "b1v", "ray", args.rounds, args.clients, args.clients, 1,
                                   vectorize="on"),
+        BVF: lambda w: run_fedsim(w, "bvf", "ray", args.rounds, args.clients, args.clients,
+                                  cores, vectorize="on", fold=True),
         BF: lambda w: run_fedsim(w, "bf", "ray", args.rounds, args.clients, args.clients, cores,
                                  fold=True),
         B1F: lambda w: run_fedsim(w, "b1f", "ray", args.rounds, args.clients, args.clients, 1,

@@ -24,10 +24,13 @@ def serve(server_app: Any, grid: Grid, run_config: dict) -> None:
     """Run ``server_app`` (a Flower ``ServerApp``) to its end over ``grid``, with the Context a
     SuperLink gives the ServerApp (``run_config`` as its run config)."""
     from fedsim.engine.base import SUPERLINK_NODE_ID
+    from fedsim.engine.threads import blas_threads
 
     context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(run_config))
-    server_app(grid, context)
+    inner = getattr(grid, "inner", grid)  # a metering wrapper's grid
+    with blas_threads(getattr(inner, "driver_blas_threads", None)):
+        server_app(grid, context)
 
 
 def run_inprocess(cfg: ExperimentConfig, config_path: Path, run_dir: Path) -> None:

@@ -140,6 +140,9 @@ class RayGrid(VirtualGrid):
         # the central evaluation runs beside training actors: one thread, whatever their
         # number (some kernels' bits depend on the thread count); a cluster's driver: all
         self.evaluation_threads = 1 if actors_share_this_machine else None
+        # NumPy's BLAS threads for the whole run: its spinning workers would take the
+        # actors' cores (fedsim.engine.threads.blas_threads)
+        self.driver_blas_threads = self.waiting_threads
         self._idle_work: Callable[[], None] | None = None
         # how long work handed to a phase waits for a core to come free before it shares one
         # (so a long round's closing, and the progress bar, never lag by more)

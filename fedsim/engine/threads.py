@@ -1,4 +1,4 @@
-"""The driver's torch threads: as many as the cores the actors leave it, or a fixed number."""
+"""The driver's threads: as many as the cores the actors leave it, or a fixed number."""
 
 from __future__ import annotations
 
@@ -25,3 +25,21 @@ def driver_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int | None) -> Iterator[None]:
+    """NumPy's BLAS (OpenBLAS) limited to ``threads`` threads inside the block (None:
+    unchanged).
+
+    The driver's NumPy work is small (norms and sums of a few replies' arrays), but one BLAS
+    call on a long vector (``np.dot`` in a norm) wakes OpenBLAS's worker threads, and these
+    then spin for a while after every call: with a norm per reply they never sleep, and on a
+    machine whose cores the actors hold they took a third of a core from them."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield

@@ -25,6 +25,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from fedsim.tasks.stacked_layers import (
+    NotStackable,
+    stacked_cross_entropy_gradient,
+    stacked_forward,
+)
 from fedsim.tasks.training import BatchLoss, LocalBatches, cross_entropy
 
 STACKABLE_LOSSES = (cross_entropy,)
@@ -83,15 +88,39 @@ def chunk_size(model: nn.Module, batch_shape: torch.Size, budget_bytes: float,
 def stacked_gradient(model: nn.Module, frozen: dict[str, torch.Tensor], loss_fn: BatchLoss) \
         -> Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor]]:
     """``(params, xs, ys) -> (grads, losses)``: every client's gradient of the task loss at its
-    own parameters (stacked along dim 0, like ``xs`` and ``ys``) as one ``vmap`` computation;
-    ``frozen`` holds the parameters that get no gradient."""
+    own parameters (stacked along dim 0, like ``xs`` and ``ys``) as one computation;
+    ``frozen`` holds the parameters that get no gradient.
+
+    A chain of common layers under the cross-entropy loss runs as grouped kernels
+    (:mod:`fedsim.tasks.stacked_layers`); any other model, or a chain whose layers do not fit
+    those layouts, as one ``vmap(grad(loss))``."""
 
     def client_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> \
             torch.Tensor:
         return loss_fn(lambda inputs: functional_call(model, {**p, **frozen}, (inputs,)), x, y,
                        None)
 
-    return vmap(grad_and_value(client_loss))
+    with_vmap = vmap(grad_and_value(client_loss))
+    forward = stacked_forward(model) if loss_fn is cross_entropy else None
+    if forward is None:
+        return with_vmap
+    names = [n for n, _ in model.named_parameters() if n not in frozen]
+    grouped = stacked_cross_entropy_gradient(forward, names, frozen)
+    chosen: list[Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor]]] = []
+
+    def step(params: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> tuple[
+            dict[str, torch.Tensor], torch.Tensor]:
+        if chosen:
+            return chosen[0](params, xs, ys)
+        try:
+            out = grouped(params, xs, ys)
+            chosen.append(grouped)
+        except NotStackable:
+            out = with_vmap(params, xs, ys)
+            chosen.append(with_vmap)
+        return out
+
+    return step
 
 
 def next_batches(batches: Sequence[LocalBatches],
