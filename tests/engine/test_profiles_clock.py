@@ -149,3 +149,34 @@ def test_the_driver_yields_cores_only_while_it_waits() -> None:
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def test_the_driver_runs_the_server_app_with_numpy_blas_limited_to_the_cores_left() -> None:
+    """OpenBLAS's workers spin after each call: a norm per reply kept one busy on a core the
+    actors need. serve() limits NumPy's BLAS to the grid's driver_blas_threads (a metering
+    wrapper's inner grid too) and gives the threads back after the run."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from fedsim.engine import serve
+
+    np.dot(np.ones(4), np.ones(4))  # NumPy's BLAS loaded
+    seen = []
+    app = lambda grid, context: seen.append(_blas_threads())  # noqa: E731
+    inner = SimpleNamespace(run=SimpleNamespace(run_id=1), driver_blas_threads=1)
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() < 2:
+            pytest.skip("NumPy's BLAS runs one thread here (OPENBLAS_NUM_THREADS?)")
+        serve(app, inner, {})
+        serve(app, SimpleNamespace(run=inner.run, inner=inner), {})  # a metering wrapper
+        serve(app, SimpleNamespace(run=inner.run, driver_blas_threads=None), {})  # a cluster
+        assert _blas_threads() == 2  # given back
+    assert seen == [1, 1, 2]
