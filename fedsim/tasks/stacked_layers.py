@@ -17,7 +17,8 @@ the same K forward passes can instead be written with the client axis inside the
 The K losses are summed and differentiated once: client ``k``'s parameters only touch
 client ``k``'s loss, so the gradient of the sum with respect to them is client ``k``'s own
 gradient (the same arithmetic as one client alone, summed in another order). About a fifth
-faster than ``vmap`` for the digits CNN on one CPU thread. :func:`stacked_forward` returns
+faster than ``vmap`` for the digits CNN on one CPU thread
+(``benchmarks/stacked_kernels.py``). :func:`stacked_forward` returns
 None for any other network, and the caller then uses ``vmap``.
 """
 

@@ -121,3 +121,20 @@ def test_a_chain_that_does_not_fit_the_layouts_falls_back_to_vmap() -> None:
     for _ in range(2):
         grads, _ = step(params, xs, ys)
         assert max(_relative(grads[n], alone[n]) for n in params) < 1e-5
+
+
+def test_the_kernel_benchmark_runs_and_its_ways_agree() -> None:
+    """``benchmarks/stacked_kernels.py`` on a tiny setting: it prints the ratios and the
+    grouped kernels end within float rounding of each client trained alone."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "stacked_kernels.py"
+    out = subprocess.run([sys.executable, str(script), "--clients", "3", "--steps", "2",
+                          "--passes", "1"], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert "grouped / vmap = " in out
+    diff = re.search(r"difference of grouped kernels from each client alone: (\S+)", out)
+    assert diff and float(diff.group(1)) < 1e-5
