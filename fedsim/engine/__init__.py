@@ -28,8 +28,7 @@ def serve(server_app: Any, grid: Grid, run_config: dict) -> None:
 
     context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(run_config))
-    inner = getattr(grid, "inner", grid)  # a metering wrapper's grid
-    with blas_threads(getattr(inner, "driver_blas_threads", None)):
+    with blas_threads(getattr(grid, "driver_blas_threads", None)):  # a wrapper forwards it
         server_app(grid, context)
 
 

@@ -159,14 +159,15 @@ def _blas_threads() -> int:
 
 def test_the_driver_runs_the_server_app_with_numpy_blas_limited_to_the_cores_left() -> None:
     """OpenBLAS's workers spin after each call: a norm per reply kept one busy on a core the
-    actors need. serve() limits NumPy's BLAS to the grid's driver_blas_threads (a metering
-    wrapper's inner grid too) and gives the threads back after the run."""
+    actors need. serve() limits NumPy's BLAS to the grid's driver_blas_threads (through a
+    metering wrapper too) and gives the threads back after the run."""
     from types import SimpleNamespace
 
     import numpy as np
     from threadpoolctl import threadpool_limits
 
     from fedsim.engine import serve
+    from fedsim.engine.metering_grid import MeteringGrid
 
     np.dot(np.ones(4), np.ones(4))  # NumPy's BLAS loaded
     seen = []
@@ -176,7 +177,7 @@ def test_the_driver_runs_the_server_app_with_numpy_blas_limited_to_the_cores_lef
         if _blas_threads() < 2:
             pytest.skip("NumPy's BLAS runs one thread here (OPENBLAS_NUM_THREADS?)")
         serve(app, inner, {})
-        serve(app, SimpleNamespace(run=inner.run, inner=inner), {})  # a metering wrapper
+        serve(app, MeteringGrid(inner), {})  # a metering wrapper forwards the setting
         serve(app, SimpleNamespace(run=inner.run, driver_blas_threads=None), {})  # a cluster
         assert _blas_threads() == 2  # given back
     assert seen == [1, 1, 2]
